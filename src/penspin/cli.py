@@ -1,0 +1,110 @@
+"""``penspin`` command line: one subcommand per pipeline step.
+
+Every subcommand takes ``key=value`` overrides of its dataclass config (``penspin <cmd> --keys``
+lists them). Heavy modules are imported inside the handlers so ``penspin --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from penspin.config import ConfigError
+
+
+def _add_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. env.num_envs=64 (see --keys)")
+    p.add_argument("--keys", action="store_true", help="list every config key and its default")
+
+
+def _cmd_grasps(args) -> None:
+    from penspin.cli_support import resolve
+    from penspin.task.grasps import GraspConfig, default_cache_path, generate
+
+    cfg = resolve(GraspConfig(), args)
+    if cfg is None:
+        return
+    out = args.out or default_cache_path()
+    cache = generate(cfg, out)
+    print(f"wrote {len(cache['q'])} grasps to {out}")
+
+
+def _cmd_view(args) -> None:
+    from penspin.viz.viewer import main
+
+    main(args)
+
+
+def _cmd_render(args) -> None:
+    from penspin.viz.render import main
+
+    main(args)
+
+
+def _cmd_train_oracle(args) -> None:
+    from penspin.learning.run_oracle import main
+
+    main(args)
+
+
+def _cmd_eval(args) -> None:
+    from penspin.evaluation.evaluate import main
+
+    main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="penspin",
+        description="In-hand pen spinning with an Allegro hand on MuJoCo (PenSpin, CoRL 2024).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("grasps", help="generate the grasp cache episodes start from")
+    p.add_argument("--out", default="", help="output .npz (default: the packaged cache)")
+    _add_overrides(p)
+    p.set_defaults(func=_cmd_grasps)
+
+    p = sub.add_parser("view", help="open MuJoCo's interactive viewer on the scene (needs a display)")
+    p.add_argument("--checkpoint", default="", help="policy to run (default: random actions)")
+    _add_overrides(p)
+    p.set_defaults(func=_cmd_view)
+
+    p = sub.add_parser("render", help="write an MP4 of a policy spinning the pen (headless)")
+    p.add_argument("--checkpoint", default="", help="policy .pt (default: random actions)")
+    p.add_argument("--out", default="penspin.mp4", help="output video path")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of the video")
+    p.add_argument("--camera", default="front", choices=("front", "top"))
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=480)
+    _add_overrides(p)
+    p.set_defaults(func=_cmd_render)
+
+    p = sub.add_parser("train-oracle", help="train the privileged oracle with PPO")
+    p.add_argument("--run-dir", default="runs/oracle", help="folder for logs and checkpoints")
+    p.add_argument("--resume", default="", help="checkpoint to continue from (e.g. RUN/last.pt)")
+    _add_overrides(p)
+    p.set_defaults(func=_cmd_train_oracle)
+
+    p = sub.add_parser("eval", help="measure a checkpoint: time to fall, survival, rotation speed")
+    p.add_argument("--checkpoint", required=True, help="oracle or student .pt")
+    p.add_argument("--episodes", type=int, default=256, help="number of 20 s episodes")
+    p.add_argument("--out", default="", help="write the metrics here as JSON")
+    _add_overrides(p)
+    p.set_defaults(func=_cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"penspin {args.command}: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

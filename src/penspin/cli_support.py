@@ -1,0 +1,26 @@
+"""Helpers shared by the subcommands: config resolution and ``--keys`` listing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from penspin.config import apply_overrides, valid_keys
+
+
+def describe(cfg: Any) -> str:
+    """One line per key with its current value."""
+    lines = []
+    for key in valid_keys(cfg):
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        lines.append(f"{key}={value}")
+    return "\n".join(lines)
+
+
+def resolve(default: Any, args) -> Any | None:
+    """Apply the command's overrides; print the keys and return None for ``--keys``."""
+    if getattr(args, "keys", False):
+        print(describe(default))
+        return None
+    return apply_overrides(default, list(getattr(args, "overrides", [])))

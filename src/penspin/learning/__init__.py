@@ -1,0 +1,1 @@
+"""Learning side of penspin: networks, normalisers, PPO for the oracle, checkpoints."""

@@ -1,0 +1,149 @@
+"""Batched CPU physics: every env's substeps run in C on a thread pool, without the GIL.
+
+One ``MjModel`` per env (so pen size, mass, friction and PD gains can differ per env) and one
+``MjData`` per thread; ``mujoco.rollout`` steps all envs for one control step in a single call.
+The task sees plain numpy arrays of states and sensors and never loops over envs.
+"""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+from mujoco import rollout
+
+from penspin.sim import scene
+
+_CONTROL_SPEC = int(mujoco.mjtState.mjSTATE_CTRL) | int(mujoco.mjtState.mjSTATE_QFRC_APPLIED)
+_STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
+# Divergent envs are detected (their time restarts) and handled by the task, so MuJoCo's
+# per-event console warning is noise.
+mujoco.set_mju_user_warning(lambda _msg: None)
+
+
+class CpuBackend:
+    """Holds the physics state of ``num_envs`` envs and steps them ``substeps`` at a time."""
+
+    def __init__(self, num_envs: int, substeps: int = 10, nthread: int = 2,
+                 timestep: float = 0.005):
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if nthread < 1:
+            raise ValueError(f"nthread must be >= 1, got {nthread}")
+        self.num_envs = num_envs
+        self.substeps = substeps
+        self.nthread = nthread
+        self.models = [scene.load_model() for _ in range(num_envs)]
+        for m in self.models:
+            m.opt.timestep = timestep
+        self.model = self.models[0]
+        self.layout = scene.layout(self.model)
+        self.datas = [mujoco.MjData(self.model) for _ in range(nthread)]
+        self.nstate = mujoco.mj_stateSize(self.model, _STATE_SPEC)
+        nq, nv, nu = self.model.nq, self.model.nv, self.model.nu
+        self._qpos = slice(1, 1 + nq)
+        self._qvel = slice(1 + nq, 1 + nq + nv)
+        data0 = mujoco.MjData(self.model)
+        init = np.empty(self.nstate)
+        mujoco.mj_getState(self.model, data0, init, _STATE_SPEC)
+        self.state = np.tile(init, (num_envs, 1))
+        self.control = np.zeros((num_envs, substeps, nu + nv))
+        self.ctrl = self.control[:, :, :nu]
+        self.qfrc = self.control[:, :, nu:]
+        self.state_out = np.empty((num_envs, substeps, self.nstate))
+        self.sensor_out = np.empty((num_envs, substeps, self.model.nsensordata))
+        self._runner = rollout.Rollout(nthread=nthread) if nthread > 1 else None
+        self.diverged = np.zeros(num_envs, dtype=bool)
+
+    # State views ------------------------------------------------------------------------------
+    @property
+    def qpos(self) -> np.ndarray:
+        return self.state[:, self._qpos]
+
+    @property
+    def qvel(self) -> np.ndarray:
+        return self.state[:, self._qvel]
+
+    @property
+    def time(self) -> np.ndarray:
+        return self.state[:, 0]
+
+    @property
+    def sensordata(self) -> np.ndarray:
+        """Sensors of the last substep."""
+        return self.sensor_out[:, -1]
+
+    def set_qpos_qvel(self, env_ids: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> None:
+        self.state[env_ids, self._qpos] = qpos
+        self.state[env_ids, self._qvel] = qvel
+        self.state[env_ids, 0] = 0.0
+        # Everything past qvel (actuator activations, plugin state) restarts from zero.
+        self.state[env_ids, self._qvel.stop:] = 0.0
+
+    # Stepping ---------------------------------------------------------------------------------
+    def step(self) -> None:
+        """Advance every env by ``substeps`` physics steps using ``self.ctrl`` / ``self.qfrc``.
+
+        Envs whose solver diverged are reset by MuJoCo (time restarts at 0); they are flagged in
+        ``self.diverged`` so the task terminates them instead of learning from the reset state.
+        """
+        t_expected = self.state[:, 0] + self.substeps * self.model.opt.timestep
+        kwargs = dict(control_spec=_CONTROL_SPEC, skip_checks=True, nstep=self.substeps,
+                      state=self.state_out, sensordata=self.sensor_out)
+        if self._runner is None:
+            rollout.rollout(self.models, self.datas, self.state, self.control, **kwargs)
+        else:
+            self._runner.rollout(self.models, self.datas, self.state, self.control, **kwargs)
+        self.state[:] = self.state_out[:, -1]
+        self.diverged = np.abs(self.state[:, 0] - t_expected) > 1e-6
+
+    def close(self) -> None:
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
+
+    # Per-env model parameters -----------------------------------------------------------------
+    def set_pd_gains(self, env_ids: np.ndarray, kp: np.ndarray, kd: np.ndarray) -> None:
+        for i, p, d in zip(env_ids, kp, kd):
+            m = self.models[i]
+            m.actuator_gainprm[:, 0] = p
+            m.actuator_biasprm[:, 1] = -p
+            m.actuator_biasprm[:, 2] = -d
+
+    def set_pen(self, env_ids: np.ndarray, radius: np.ndarray, length: np.ndarray,
+                mass: np.ndarray, com: np.ndarray, friction: np.ndarray,
+                dampratio: np.ndarray) -> None:
+        """Give each listed env its own pen: a capsule ``length`` end to end, inertia from shape."""
+        half = np.maximum(length / 2 - radius, 1e-4)
+        inertia = capsule_inertia(mass, radius, half)
+        g, b = self.layout.pen_geom, self.layout.pen_body
+        tip_a, tip_b = self.layout.pen_marker_geoms
+        pen_dofs = self.layout.pen_qvel
+        for k, i in enumerate(env_ids):
+            m = self.models[i]
+            r, h = radius[k], half[k]
+            m.geom_size[g, :2] = (r, h)
+            m.geom_rbound[g] = r + h
+            m.geom_aabb[g, 3:] = (r, r, h + r)
+            m.geom_friction[g, 0] = friction[k]
+            m.geom_solref[g, 1] = dampratio[k]
+            m.geom_pos[tip_a, 2] = h
+            m.geom_pos[tip_b, 2] = -h
+            m.geom_size[tip_a, 0] = m.geom_size[tip_b, 0] = r * 1.05
+            m.body_mass[b] = mass[k]
+            m.body_inertia[b] = inertia[k]
+            m.body_ipos[b] = com[k]
+            m.body_invweight0[b] = (1.0 / mass[k], 3.0 / inertia[k].sum())
+            m.dof_invweight0[pen_dofs] = np.concatenate([np.full(3, 1.0 / mass[k]),
+                                                         1.0 / inertia[k]])
+
+
+def capsule_inertia(mass: np.ndarray, radius: np.ndarray, half: np.ndarray) -> np.ndarray:
+    """Principal inertia (perp, perp, axial) of solid capsules of uniform density."""
+    v_cyl = np.pi * radius**2 * 2 * half
+    v_sph = 4.0 / 3.0 * np.pi * radius**3
+    m_cyl = mass * v_cyl / (v_cyl + v_sph)
+    m_sph = mass - m_cyl
+    axial = m_cyl * radius**2 / 2 + m_sph * 2 * radius**2 / 5
+    perp = (m_cyl * (radius**2 / 4 + (2 * half) ** 2 / 12)
+            + m_sph * (2 * radius**2 / 5 + half**2 + 3 * half * radius / 4))
+    return np.stack([perp, perp, axial], axis=-1)

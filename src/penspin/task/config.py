@@ -1,0 +1,99 @@
+"""Configuration of the pen-spinning task (numbers from PenSpin's released code unless noted)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from penspin.config import ConfigError
+
+
+@dataclass(frozen=True)
+class ObsConfig:
+    tactile: bool = True  # 32 binary taxels in the privileged vector and the tactile history
+    point_cloud: bool = True  # 100-point pen cloud (world frame)
+    num_points: int = 100
+    history_len: int = 30  # proprio history for the student
+    tactile_threshold: float = 0.05  # N
+    tactile_latency: float = 0.2  # probability a taxel repeats its last reading
+    tactile_dropout: float = 0.1  # probability an active taxel reads 0
+    ends_noise: float = 0.01  # m, uniform noise on the pen-end positions a camera would give
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    rotate: float = 1.0
+    angvel_clip_min: float = -0.5
+    angvel_clip_max: float = 0.5
+    rotate_penalty: float = -0.3
+    angvel_penalty_threshold: float = 1.0
+    linvel_penalty: float = -0.3
+    pose_diff_penalty: float = -0.1
+    torque_penalty: float = -0.1
+    work_penalty: float = -1.0
+    z_dist_penalty: float = -1.0
+    z_dist_threshold: float = 0.03
+    position_penalty: float = -0.1
+    position_target: tuple[float, ...] = (0.0, -0.01, 0.625)
+
+
+@dataclass(frozen=True)
+class TerminationConfig:
+    min_pen_height: float = 0.595  # pen centre below this: dropped
+    min_end_height: float = 0.56
+    max_end_height: float = 0.71
+
+
+@dataclass(frozen=True)
+class RandomizationConfig:
+    pen_scales: tuple[float, ...] = (0.28, 0.29)  # which cache rows (base scales) to start from
+    mass: tuple[float, ...] = (0.01, 0.02)
+    com: float = 0.001
+    friction: tuple[float, ...] = (0.3, 3.0)
+    restitution: tuple[float, ...] = (0.0, 1.0)
+    kp: tuple[float, ...] = (2.5, 3.5)
+    kd: tuple[float, ...] = (0.09, 0.11)
+    obs_noise_episode: float = 0.01
+    obs_noise_step: float = 0.005
+    action_noise_episode: float = 0.01
+    action_noise_step: float = 0.005
+    force_scale: float = 2.0
+    force_prob: float = 0.25
+    force_decay: float = 0.9
+    force_decay_interval: float = 0.08
+    force_substeps: int = 2  # substeps per control step in which the push acts
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    num_envs: int = 256
+    seed: int = 0
+    num_threads: int = 2
+    episode_length: int = 400  # control steps (20 s)
+    substeps: int = 10
+    physics_dt: float = 0.005
+    action_scale: float = 1.0 / 24.0
+    grasp_cache: str = ""  # empty: the cache shipped with the package
+    obs: ObsConfig = field(default_factory=ObsConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    termination: TerminationConfig = field(default_factory=TerminationConfig)
+    randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
+
+    @property
+    def control_dt(self) -> float:
+        return self.substeps * self.physics_dt
+
+    def check(self) -> None:
+        if self.num_envs < 1:
+            raise ConfigError(f"num_envs must be a positive integer, got {self.num_envs}")
+        if self.num_threads < 1:
+            raise ConfigError(f"num_threads must be >= 1, got {self.num_threads}")
+        if self.substeps < 1 or self.physics_dt <= 0:
+            raise ConfigError("substeps must be >= 1 and physics_dt > 0")
+        if self.episode_length < 1:
+            raise ConfigError(f"episode_length must be >= 1, got {self.episode_length}")
+        if self.obs.history_len < 3:
+            raise ConfigError("obs.history_len must be >= 3 (the actor reads the last 3 steps)")
+        for name in ("mass", "friction", "restitution", "kp", "kd"):
+            lo_hi = getattr(self.randomization, name)
+            if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
+                raise ConfigError(f"randomization.{name} must be (low, high), got {lo_hi}")

@@ -1,0 +1,368 @@
+"""The batched pen-spinning task: torch tensors in and out, ``num_envs`` envs per call.
+
+The physics backend only steps MuJoCo; everything PenSpin defines (delta-target actions, noise,
+pushes, observations, tactile model, reward, terminations, resets from the grasp cache, domain
+randomisation) lives here, written once for every backend.
+"""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+import torch
+
+from penspin.sim import allegro as A
+from penspin.sim.cpu_backend import CpuBackend
+from penspin.task import grasps
+from penspin.task.config import TaskConfig
+from penspin.task.rewards import RewardTerms, compute_reward
+from penspin.task.rotations import angular_velocity, quat_to_matrix
+
+ROTATION_AXIS = (0.0, 0.0, 1.0)
+PALM_ORIGIN = torch.tensor(A.PALM_POS, dtype=torch.float32)
+
+
+def _uniform(gen: torch.Generator, lo: float, hi: float, *shape: int) -> torch.Tensor:
+    return torch.rand(*shape, generator=gen) * (hi - lo) + lo
+
+
+def pen_template(num_points: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit point-cloud template of a capsule: points = radial * radius + axial * half_length.
+
+    15% of the points on each rounded end, the rest on the side, as in PenSpin's sampler.
+    """
+    n_cap = max(1, round(0.15 * num_points))
+    n_side = num_points - 2 * n_cap
+    theta = torch.rand(n_side, generator=gen) * 2 * torch.pi
+    side_r = torch.stack([theta.cos(), theta.sin(), torch.zeros(n_side)], -1)
+    side_a = torch.stack([torch.zeros(n_side), torch.zeros(n_side),
+                          torch.rand(n_side, generator=gen) * 2 - 1], -1)
+    caps = torch.randn(2 * n_cap, 3, generator=gen)
+    caps = caps / caps.norm(dim=-1, keepdim=True)
+    sign = torch.cat([torch.ones(n_cap), -torch.ones(n_cap)])
+    caps[:, 2] = caps[:, 2].abs() * sign
+    cap_a = torch.zeros(2 * n_cap, 3)
+    cap_a[:, 2] = sign
+    return torch.cat([side_r, caps]), torch.cat([side_a, cap_a])
+
+
+class PenSpinEnv:
+    """N pen-spinning envs. ``step`` auto-resets finished envs (their new first obs is returned)."""
+
+    num_actions = A.NUM_JOINTS
+
+    def __init__(self, cfg: TaskConfig):
+        cfg.check()
+        self.cfg = cfg
+        self.num_envs = n = cfg.num_envs
+        self.device = torch.device("cpu")
+        self.max_episode_length = cfg.episode_length
+        self.dt = cfg.control_dt
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.cache = {k: torch.from_numpy(v.astype(np.float32)) for k, v in grasps.load_cache(
+            cfg.grasp_cache, cfg.randomization.pen_scales).items()}
+        self.backend = CpuBackend(n, cfg.substeps, cfg.num_threads, cfg.physics_dt)
+        self.layout = self.backend.layout
+        self._probe = mujoco.MjData(self.backend.model)
+        self.lower = torch.tensor(A.JOINT_LOWER, dtype=torch.float32)
+        self.upper = torch.tensor(A.JOINT_UPPER, dtype=torch.float32)
+        self.axis = torch.tensor(ROTATION_AXIS)
+        self.pos_target = torch.tensor(cfg.reward.position_target, dtype=torch.float32)
+        self.template_radial, self.template_axial = pen_template(cfg.obs.num_points, self.gen)
+
+        z = lambda *s: torch.zeros(*s)  # noqa: E731
+        h = cfg.obs.history_len
+        self.targets = z(n, 16)
+        self.init_q = z(n, 16)
+        self.progress = torch.zeros(n, dtype=torch.long)
+        self.pen_pos_prev = z(n, 3)
+        self.pen_quat_prev = z(n, 4)
+        self.pen_angvel = z(n, 3)
+        self.pen_radius = z(n)
+        self.pen_length = z(n)
+        self.pen_mass = z(n)
+        self.pen_friction = z(n)
+        self.pen_com = z(n, 3)
+        self.pen_restitution = z(n)
+        self.pen_scale = z(n)
+        self.kp = z(n, 16)
+        self.kd = z(n, 16)
+        self.obs_noise_e = z(n, 16)
+        self.action_noise_e = z(n, 16)
+        self.push_force = z(n, 3)
+        self.tactile = z(n, 32)
+        self.proprio_hist = z(n, h, 32)
+        self.tactile_hist = z(n, h, 32)
+        self.ends_hist = z(n, 3, 6)
+        self.ep_reward = z(n)
+        self.ep_rotation = z(n)
+        self.diverged_total = 0
+        self.obs_shapes = {"obs": (96,), "priv_info": (61 if cfg.obs.tactile else 29,),
+                           "proprio_hist": (h, 32), "fingertip_pos": (12,), "obj_ends": (3, 6)}
+        if cfg.obs.point_cloud:
+            self.obs_shapes["point_cloud"] = (cfg.obs.num_points, 3)
+        if cfg.obs.tactile:
+            self.obs_shapes["tactile_hist"] = (h, 32)
+        self._obs: dict[str, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------------------------------
+    def reset(self) -> dict[str, torch.Tensor]:
+        self._reset_envs(torch.arange(self.num_envs))
+        self._obs = self._observe()
+        return self._obs
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def step(self, actions: torch.Tensor):
+        if self._obs is None:
+            raise RuntimeError("call reset() before step()")
+        if actions.shape != (self.num_envs, self.num_actions):
+            raise ValueError(f"actions must have shape {(self.num_envs, self.num_actions)}, "
+                             f"got {tuple(actions.shape)}")
+        cfg, rc = self.cfg, self.cfg.randomization
+        n = self.num_envs
+        actions = actions.detach().to(torch.float32).clamp(-1.0, 1.0)
+        self.targets = torch.minimum(torch.maximum(
+            self.targets + cfg.action_scale * actions, self.lower), self.upper)
+        step_noise = torch.randn(n, cfg.substeps, 16, generator=self.gen) * rc.action_noise_step
+        ctrl = self.targets[:, None] + self.action_noise_e[:, None] + step_noise
+        self.backend.ctrl[:] = ctrl.numpy()
+        self._apply_pushes()
+
+        self.pen_pos_prev = self._pen_pos().clone()
+        self.pen_quat_prev = self._pen_quat().clone()
+        self.backend.step()
+        self.progress += 1
+
+        pen_pos, pen_quat = self._pen_pos(), self._pen_quat()
+        self.pen_angvel = angular_velocity(pen_quat, self.pen_quat_prev, self.dt)
+        pen_linvel = (pen_pos - self.pen_pos_prev) / self.dt
+        self._update_tactile()
+        points = self._point_cloud()
+        ends = self._pen_ends()
+        q = self._joint_pos()
+        terms = RewardTerms(
+            angvel=self.pen_angvel, linvel=pen_linvel, q=q, init_q=self.init_q,
+            torque=torch.from_numpy(self.backend.sensordata[:, self.layout.actuator_force]).float(),
+            qvel=torch.from_numpy(self.backend.qvel[:, :16]).float(),
+            points_z=points[..., 2] if points is not None else ends[..., 2],
+            pen_pos=pen_pos,
+        )
+        reward, log = compute_reward(terms, cfg.reward, self.axis, self.pos_target)
+        rot_speed = self.pen_angvel @ self.axis
+
+        diverged = torch.from_numpy(self.backend.diverged)
+        fell = ((pen_pos[:, 2] < cfg.termination.min_pen_height)
+                | (ends[..., 2].min(1).values < cfg.termination.min_end_height)
+                | (ends[..., 2].max(1).values > cfg.termination.max_end_height)
+                | diverged)
+        time_out = self.progress >= cfg.episode_length
+        done = fell | time_out
+        self.diverged_total += int(diverged.sum())
+        self.ep_reward += reward
+        self.ep_rotation += rot_speed * self.dt
+        info = {"time_outs": time_out & ~fell, "log": log}
+        info["log"]["diverged"] = float(diverged.float().mean())
+
+        self._push_history(q)
+        done_ids = done.nonzero().flatten()
+        if len(done_ids):
+            length = self.progress[done_ids].float()
+            info["episode"] = {
+                "reward": self.ep_reward[done_ids].clone(),
+                "length": length,
+                "rotation": self.ep_rotation[done_ids].clone(),
+                "rotation_speed": self.ep_rotation[done_ids] / (length * self.dt),
+                "fell": fell[done_ids].clone(),
+            }
+            self._reset_envs(done_ids)
+        self._obs = self._observe()
+        return self._obs, reward, done, info
+
+    # Resets -----------------------------------------------------------------------------------
+    def _reset_envs(self, ids: torch.Tensor) -> None:
+        """Start fresh episodes: a cache state, new physical parameters and clean buffers."""
+        cfg, rc = self.cfg, self.cfg.randomization
+        k = len(ids)
+        rows = torch.randint(len(self.cache["q"]), (k,), generator=self.gen)
+        q = self.cache["q"][rows]
+        self.pen_radius[ids] = self.cache["radius"][rows]
+        self.pen_length[ids] = self.cache["length"][rows]
+        self.pen_scale[ids] = self.cache["radius"][rows] / grasps.BASE_RADIUS
+        self.pen_mass[ids] = _uniform(self.gen, *rc.mass, k)
+        self.pen_com[ids] = _uniform(self.gen, -rc.com, rc.com, k, 3)
+        self.pen_friction[ids] = _uniform(self.gen, *rc.friction, k)
+        self.pen_restitution[ids] = _uniform(self.gen, *rc.restitution, k)
+        self.kp[ids] = _uniform(self.gen, *rc.kp, k, 16)
+        self.kd[ids] = _uniform(self.gen, *rc.kd, k, 16)
+        self.obs_noise_e[ids] = torch.randn(k, 16, generator=self.gen) * rc.obs_noise_episode
+        self.action_noise_e[ids] = torch.randn(k, 16, generator=self.gen) * rc.action_noise_episode
+        self._apply_env_params(ids)
+
+        idx = ids.numpy()
+        qpos = torch.cat([q, self.cache["pen_pos"][rows], self.cache["pen_quat"][rows]], 1)
+        self.backend.set_qpos_qvel(idx, qpos.double().numpy(), np.zeros((k, self.layout.nv)))
+        self._refresh_sensors(idx)
+        target = self.cache["target"][rows]
+        self.targets[ids] = target
+        self.init_q[ids] = q
+        self.progress[ids] = 0
+        self.push_force[ids] = 0.0
+        self.pen_angvel[ids] = 0.0
+        self.ep_reward[ids] = 0.0
+        self.ep_rotation[ids] = 0.0
+        touch = torch.from_numpy(self.backend.sensordata[idx][:, self.layout.touch]).float()
+        self.tactile[ids] = (touch >= cfg.obs.tactile_threshold).float()
+        q_noisy = self._noisy_q(q, ids)
+        self.proprio_hist[ids] = torch.cat([q_noisy, target], 1)[:, None]
+        self.tactile_hist[ids] = self.tactile[ids][:, None]
+        self.ends_hist[ids] = self._noisy_ends(ids)[:, None]
+
+    def _apply_env_params(self, ids: torch.Tensor) -> None:
+        idx = ids.numpy()
+        damp = 1.0 - 0.7 * self.pen_restitution[ids]  # MuJoCo analogue of restitution
+        self.backend.set_pen(idx, self.pen_radius[ids].double().numpy(),
+                             self.pen_length[ids].double().numpy(),
+                             self.pen_mass[ids].double().numpy(), self.pen_com[ids].double().numpy(),
+                             self.pen_friction[ids].double().numpy(), damp.double().numpy())
+        self.backend.set_pd_gains(idx, self.kp[ids].double().numpy(), self.kd[ids].double().numpy())
+
+    def _refresh_sensors(self, idx: np.ndarray) -> None:
+        """Recompute sensors of freshly reset envs so their first observation is not stale."""
+        d = self._probe
+        nq = self.layout.nq
+        for i in idx:
+            d.qpos[:] = self.backend.state[i, 1:1 + nq]
+            d.qvel[:] = 0.0
+            mujoco.mj_forward(self.backend.models[i], d)
+            self.backend.sensor_out[i, -1] = d.sensordata
+
+    # Physics inputs ---------------------------------------------------------------------------
+    def _apply_pushes(self) -> None:
+        """Random pushes on the pen in a few random substeps, decaying between draws."""
+        rc = self.cfg.randomization
+        qfrc = self.backend.qfrc
+        qfrc[:] = 0.0
+        if rc.force_scale <= 0 or rc.force_prob <= 0:
+            return
+        decay = rc.force_decay ** (self.cfg.physics_dt / rc.force_decay_interval)
+        lin = slice(self.layout.pen_qvel.start, self.layout.pen_qvel.start + 3)
+        subs = torch.randint(self.cfg.substeps, (rc.force_substeps,), generator=self.gen)
+        for s in subs.tolist():
+            self.push_force *= decay
+            new = torch.rand(self.num_envs, generator=self.gen) < rc.force_prob
+            fresh = torch.randn(self.num_envs, 3, generator=self.gen)
+            fresh *= (self.pen_mass * rc.force_scale)[:, None]
+            self.push_force = torch.where(new[:, None], fresh, self.push_force)
+            qfrc[:, s, lin] = self.push_force.numpy()
+
+    # State readers ----------------------------------------------------------------------------
+    def _pen_pos(self) -> torch.Tensor:
+        return torch.from_numpy(self.backend.qpos[:, self.layout.pen_qpos][:, :3]).float()
+
+    def _pen_quat(self) -> torch.Tensor:
+        return torch.from_numpy(self.backend.qpos[:, self.layout.pen_qpos][:, 3:]).float()
+
+    def _joint_pos(self) -> torch.Tensor:
+        return torch.from_numpy(self.backend.qpos[:, :16]).float()
+
+    def _fingertips(self) -> torch.Tensor:
+        return torch.from_numpy(self.backend.sensordata[:, self.layout.tip_pos]).float()
+
+    def _noisy_q(self, q: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        rc = self.cfg.randomization
+        e = self.obs_noise_e if ids is None else self.obs_noise_e[ids]
+        return q + torch.randn(q.shape, generator=self.gen) * rc.obs_noise_step + e
+
+    def _pen_axis(self) -> torch.Tensor:
+        return quat_to_matrix(self._pen_quat())[..., 2]
+
+    def _pen_ends(self) -> torch.Tensor:
+        """World positions of both pen ends, (N, 2, 3), from each env's own length."""
+        offset = self._pen_axis() * (self.pen_length / 2)[:, None]
+        pos = self._pen_pos()
+        return torch.stack([pos + offset, pos - offset], 1)
+
+    def _noisy_ends(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        ends = self._pen_ends() if ids is None else self._pen_ends()[ids]
+        noise = self.cfg.obs.ends_noise
+        noisy = ends - PALM_ORIGIN + _uniform(self.gen, -noise, noise, *ends.shape)
+        return noisy.reshape(len(noisy), 6)
+
+    def _point_cloud(self) -> torch.Tensor | None:
+        if not self.cfg.obs.point_cloud:
+            return None
+        half = (self.pen_length / 2 - self.pen_radius).clamp_min(1e-4)
+        local = (self.template_radial * self.pen_radius[:, None, None]
+                 + self.template_axial * half[:, None, None])
+        rot = quat_to_matrix(self._pen_quat())
+        return local @ rot.transpose(1, 2) + self._pen_pos()[:, None]
+
+    def _update_tactile(self) -> None:
+        """Binary taxels with latency (hold last reading) and dropout."""
+        oc = self.cfg.obs
+        touch = torch.from_numpy(self.backend.sensordata[:, self.layout.touch]).float()
+        fresh = (touch >= oc.tactile_threshold).float()
+        hold = torch.rand(fresh.shape, generator=self.gen) < oc.tactile_latency
+        reading = torch.where(hold, self.tactile, fresh)
+        drop = torch.rand(fresh.shape, generator=self.gen) < oc.tactile_dropout
+        self.tactile = torch.where(drop, torch.zeros_like(reading), reading)
+
+    def _push_history(self, q: torch.Tensor) -> None:
+        entry = torch.cat([self._noisy_q(q), self.targets], 1)
+        self.proprio_hist = torch.cat([self.proprio_hist[:, 1:], entry[:, None]], 1)
+        self.tactile_hist = torch.cat([self.tactile_hist[:, 1:], self.tactile[:, None]], 1)
+        self.ends_hist = torch.cat([self.ends_hist[:, 1:], self._noisy_ends()[:, None]], 1)
+
+    def _observe(self) -> dict[str, torch.Tensor]:
+        """Every observation group, all from the current state (never the previous episode)."""
+        tips = self._fingertips()
+        priv = [self._pen_pos(), self.pen_scale[:, None], self.pen_mass[:, None],
+                self.pen_friction[:, None], self.pen_com, self._pen_quat(), self.pen_angvel, tips,
+                self.pen_restitution[:, None]]
+        if self.cfg.obs.tactile:
+            priv.append(self.tactile)
+        obs = {
+            "obs": self.proprio_hist[:, -3:].reshape(self.num_envs, 96),
+            "priv_info": torch.cat(priv, 1),
+            "proprio_hist": self.proprio_hist,
+            "fingertip_pos": tips,
+            "obj_ends": self.ends_hist,
+        }
+        if self.cfg.obs.point_cloud:
+            obs["point_cloud"] = self._point_cloud()
+        if self.cfg.obs.tactile:
+            obs["tactile_hist"] = self.tactile_hist
+        return obs
+
+    # Exact resume -----------------------------------------------------------------------------
+    _STATE_TENSORS = ("targets", "init_q", "progress", "pen_pos_prev", "pen_quat_prev",
+                      "pen_angvel", "pen_radius", "pen_length", "pen_mass", "pen_friction",
+                      "pen_com", "pen_restitution", "pen_scale", "kp", "kd", "obs_noise_e",
+                      "action_noise_e", "push_force", "tactile", "proprio_hist", "tactile_hist",
+                      "ends_hist", "ep_reward", "ep_rotation")
+
+    def get_state(self) -> dict:
+        state = {k: getattr(self, k).clone() for k in self._STATE_TENSORS}
+        state["physics"] = torch.from_numpy(self.backend.state.copy())
+        state["sensors"] = torch.from_numpy(self.backend.sensor_out[:, -1].copy())
+        state["rng"] = self.gen.get_state()
+        state["diverged_total"] = self.diverged_total
+        return state
+
+    def set_state(self, state: dict) -> None:
+        for k in self._STATE_TENSORS:
+            setattr(self, k, state[k].clone())
+        self.backend.state[:] = state["physics"].numpy()
+        self.backend.sensor_out[:, -1] = state["sensors"].numpy()
+        self.gen.set_state(state["rng"])
+        self.diverged_total = int(state["diverged_total"])
+        self._apply_env_params(torch.arange(self.num_envs))
+        self._obs = self._observe()
+
+    @property
+    def observations(self) -> dict[str, torch.Tensor]:
+        if self._obs is None:
+            raise RuntimeError("call reset() first")
+        return self._obs
