@@ -27,6 +27,9 @@ class NetworkConfig:
     point_units: tuple[int, ...] = (32, 32, 32)
     use_priv: bool = True
     use_point_cloud: bool = True
+    # Initial action std. PenSpin starts at 1.0, which with 8192 GPU envs is fine; with a few
+    # hundred CPU envs such wild exploration drops the pen within ~0.35 s and learning stalls.
+    init_sigma: float = 1.0
 
 
 def _mlp(in_dim: int, units: tuple[int, ...], final_act: bool) -> nn.Sequential:
@@ -58,6 +61,7 @@ class OracleActorCritic(nn.Module):
         actor_units: tuple[int, ...] = (512, 256, 128),
         priv_units: tuple[int, ...] = (256, 128, 8),
         point_units: tuple[int, ...] = (32, 32, 32),
+        init_sigma: float = 1.0,
     ):
         super().__init__()
         self.model_args = {
@@ -70,6 +74,7 @@ class OracleActorCritic(nn.Module):
             "actor_units": list(actor_units),
             "priv_units": list(priv_units),
             "point_units": list(point_units),
+            "init_sigma": init_sigma,
         }
         self.num_actions = num_actions
         self.use_priv = use_priv
@@ -91,7 +96,7 @@ class OracleActorCritic(nn.Module):
         self.actor_mlp = _mlp(obs_dim + extrin_dim, tuple(actor_units), final_act=True)
         self.mu = nn.Linear(actor_units[-1], num_actions)
         self.value = nn.Linear(actor_units[-1], 1)
-        self.logstd = nn.Parameter(torch.zeros(num_actions))
+        self.logstd = nn.Parameter(torch.full((num_actions,), math.log(init_sigma)))
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
@@ -114,6 +119,7 @@ class OracleActorCritic(nn.Module):
             use_priv=use_priv,
             use_point_cloud=use_pc,
             num_points=obs_shapes["point_cloud"][0] if use_pc else 0,
+            init_sigma=cfg.init_sigma,
             **{k: v for k, v in dataclasses.asdict(cfg).items() if k.endswith("_units")},
         )
 

@@ -48,11 +48,14 @@ class OracleTrainConfig:
     wandb_project: str = "penspin"
     wandb_mode: str = "offline"
     progress: bool = True
+    # Torch threads for the PPO update. Physics is idle then, so the update may use every core;
+    # during rollouts torch keeps the one thread the caller set.
+    learn_threads: int = 2
 
     def check(self) -> None:
         if self.logger not in ("tensorboard", "wandb", "none"):
             raise ConfigError(f"logger must be tensorboard, wandb or none, got {self.logger!r}")
-        for name in ("max_env_steps", "save_every", "reward_window"):
+        for name in ("max_env_steps", "save_every", "reward_window", "learn_threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -299,7 +302,12 @@ class OracleTrainer:
             for k, v in info.get("log", {}).items():
                 log_sums[k] = log_sums.get(k, 0.0) + v
         rollout_end = time.perf_counter()
-        stats = self.ppo.update(self.obs)
+        rollout_threads = torch.get_num_threads()
+        torch.set_num_threads(self.cfg.learn_threads)
+        try:
+            stats = self.ppo.update(self.obs)
+        finally:
+            torch.set_num_threads(rollout_threads)
         end = time.perf_counter()
         self.episodes.flush()
         scalars = {

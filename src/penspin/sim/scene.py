@@ -147,7 +147,7 @@ def build_scene_xml(pen_radius: float = 0.0116, pen_length: float = 0.13) -> str
     sensors += "\n" + "\n".join(f'<actuatorfrc actuator="{n}"/>' for n in A.JOINT_NAMES)
     return f"""<mujoco model="penspin_allegro_right">
   <compiler angle="radian" autolimits="true"/>
-  <option timestep="0.005" integrator="implicitfast" cone="pyramidal" gravity="0 0 -9.81"/>
+  <option timestep="0.005" integrator="implicit" cone="pyramidal" gravity="0 0 -9.81"/>
   <visual><global offwidth="640" offheight="480"/></visual>
   <default>
     <joint armature="{A.ARMATURE}" damping="0"/>

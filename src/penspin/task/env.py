@@ -160,6 +160,7 @@ class PenSpinEnv:
         time_out = self.progress >= cfg.episode_length
         done = fell | time_out
         self.diverged_total += int(diverged.sum())
+        reward = torch.where(diverged, torch.zeros_like(reward), reward)  # garbage state
         self.ep_reward += reward
         self.ep_rotation += rot_speed * self.dt
         info = {"time_outs": time_out & ~fell, "log": log}

@@ -1,4 +1,4 @@
-"""Seeing a policy: headless MP4 rendering (``render``) and MuJoCo's interactive viewer (``viewer``).
+"""Seeing a policy: headless MP4 (``render``) and MuJoCo's interactive viewer (``viewer``).
 
 Nothing here is imported by training code, so the GL setup these need never touches it.
 """

@@ -12,18 +12,17 @@ import os
 import sys
 
 
-def _select_gl_backend() -> str:
-    """The MUJOCO_GL this process will use: the user's, else the first headless library found."""
-    chosen = os.environ.get("MUJOCO_GL", "")
-    if not chosen and "mujoco" not in sys.modules:
-        for backend, library in (("egl", "EGL"), ("osmesa", "OSMesa")):
-            if ctypes.util.find_library(library):
-                os.environ["MUJOCO_GL"] = chosen = backend
-                break
-    return chosen
+def _select_gl_backend() -> None:
+    """Keep the user's MUJOCO_GL, else use the first headless GL library this machine has."""
+    if os.environ.get("MUJOCO_GL") or "mujoco" in sys.modules:
+        return
+    for backend, library in (("egl", "EGL"), ("osmesa", "OSMesa")):
+        if ctypes.util.find_library(library):
+            os.environ["MUJOCO_GL"] = backend
+            return
 
 
-GL_BACKEND = _select_gl_backend()
+_select_gl_backend()
 
 import dataclasses  # noqa: E402
 import math  # noqa: E402
@@ -59,10 +58,8 @@ class RandomPolicy:
             * self.scale
 
 
-def make_policy(checkpoint: str, num_envs: int = 1, seed: int = 0) -> Policy:
-    """The checkpoint's policy, or a random one when no checkpoint is given."""
-    if not checkpoint:
-        return RandomPolicy(num_envs, seed)
+def load_checkpoint_policy(checkpoint: str) -> tuple[Policy, TaskConfig | None]:
+    """The checkpoint's policy and the task settings it was trained with (when it records them)."""
     if not Path(checkpoint).exists():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
     try:
@@ -72,12 +69,13 @@ def make_policy(checkpoint: str, num_envs: int = 1, seed: int = 0) -> Policy:
             f"cannot run checkpoint {checkpoint}: the policy loader "
             f"(penspin.learning.policy) is unavailable: {exc}"
         ) from exc
-    return load_policy(checkpoint)
+    loaded = load_policy(checkpoint)
+    return getattr(loaded, "act", loaded), getattr(loaded, "task", None)
 
 
 def act(policy: Policy, obs: dict, num_envs: int = 1) -> torch.Tensor:
     """Call a policy without autograd and give its actions the env's shape and dtype."""
-    with torch.inference_mode():
+    with torch.no_grad():
         actions = policy(obs)
     return torch.as_tensor(actions, dtype=torch.float32).reshape(num_envs, PenSpinEnv.num_actions)
 
@@ -138,6 +136,24 @@ def format_summary(result: dict) -> str:
     ])
 
 
+def style_model(model: mujoco.MjModel) -> None:
+    """Brighter light, fingertip marker and contact-sensor sites hidden: only taxels stay.
+
+    Only visual fields of the env's own model change; physics is untouched.
+    """
+    model.vis.headlight.ambient[:] = 0.35
+    model.vis.headlight.diffuse[:] = 0.55
+    for name in scene.TIP_SITES:
+        model.site_rgba[model.site(name).id, 3] = 0.0
+        model.site_rgba[model.site(f"{name}_contact").id, 3] = 0.0
+
+
+def paint_taxels(model: mujoco.MjModel, env: PenSpinEnv) -> None:
+    """Colour env 0's taxel sites by its current binary tactile reading."""
+    on = env.tactile[0].numpy()[:, None] > 0.5
+    model.site_rgba[list(env.layout.taxel_sites)] = np.where(on, TAXEL_ON, TAXEL_OFF)
+
+
 class FrameRenderer:
     """Draws env 0 of a PenSpinEnv: hand, pen (red/blue end caps), taxels green when touched."""
 
@@ -146,14 +162,9 @@ class FrameRenderer:
         model = env.backend.models[0]
         if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera) < 0:
             raise ConfigError(f"unknown camera {camera!r}; the scene has 'front' and 'top'")
-        # Only visual fields of the env's own model change: physics is untouched.
         vis = model.vis.global_
         vis.offwidth, vis.offheight = max(vis.offwidth, width), max(vis.offheight, height)
-        model.vis.headlight.ambient[:] = 0.35
-        model.vis.headlight.diffuse[:] = 0.55
-        for name in scene.TIP_SITES:
-            model.site_rgba[model.site(name).id, 3] = 0.0
-            model.site_rgba[model.site(f"{name}_contact").id, 3] = 0.0
+        style_model(model)
         try:
             self.renderer = mujoco.Renderer(model, height, width)
         except Exception as exc:
@@ -171,7 +182,6 @@ class FrameRenderer:
         self.data = mujoco.MjData(model)
         self.option = mujoco.MjvOption()
         self.option.sitegroup[4] = 1  # taxels live in site group 4
-        self.taxels = np.asarray(env.layout.taxel_sites)
         self._font = None
 
     def frame(self, text: str = "") -> np.ndarray:
@@ -179,8 +189,7 @@ class FrameRenderer:
         mujoco.mj_setState(self.model, self.data, self.env.backend.state[0],
                            mujoco.mjtState.mjSTATE_FULLPHYSICS)
         mujoco.mj_forward(self.model, self.data)
-        on = self.env.tactile[0].numpy()[:, None] > 0.5
-        self.model.site_rgba[self.taxels] = np.where(on, TAXEL_ON, TAXEL_OFF)
+        paint_taxels(self.model, self.env)
         self.renderer.update_scene(self.data, self.camera, self.option)
         image = self.renderer.render()
         return self._draw_text(image, text) if text else image
@@ -201,9 +210,9 @@ class FrameRenderer:
         self.renderer.close()
 
 
-def render_video(task_cfg: TaskConfig, policy: Policy | None = None, out: str | Path = "penspin.mp4",
-                 seconds: float = 10.0, camera: str = "front", width: int = 640,
-                 height: int = 480) -> dict:
+def render_video(task_cfg: TaskConfig, policy: Policy | None = None,
+                 out: str | Path = "penspin.mp4", seconds: float = 10.0, camera: str = "front",
+                 width: int = 640, height: int = 480) -> dict:
     """Run one env for ``seconds`` with ``policy`` (random if None) and write an MP4.
 
     One frame per control step (20 fps at the default 20 Hz control). Odd sizes are rounded down
@@ -218,7 +227,8 @@ def render_video(task_cfg: TaskConfig, policy: Policy | None = None, out: str | 
     if width < 2 or height < 2:
         raise ConfigError(f"video size must be at least 2x2, got {width}x{height}")
     env = PenSpinEnv(dataclasses.replace(task_cfg, num_envs=1, num_threads=1))
-    policy = policy or RandomPolicy(1, task_cfg.seed)
+    if policy is None:
+        policy = RandomPolicy(1, task_cfg.seed)
     steps = max(1, round(seconds / env.dt))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -244,16 +254,30 @@ def render_video(task_cfg: TaskConfig, policy: Policy | None = None, out: str | 
     return {**stats.summary(env), "frames": steps, "out": str(out)}
 
 
-def main(args) -> None:
-    """``penspin render``: resolve the overrides, run the policy, write the video, print numbers."""
+def policy_and_config(args) -> tuple[Policy, TaskConfig] | None:
+    """What ``render`` and ``view`` run: the checkpoint's policy (random without one) and a
+    one-env TaskConfig: the checkpoint's task, or the default, plus the command's overrides.
+
+    None after ``--keys`` (the keys were printed).
+    """
     from penspin.cli_support import resolve
 
-    cfg = resolve(TaskConfig(num_envs=1, num_threads=1), args)
+    policy, base = load_checkpoint_policy(args.checkpoint) if args.checkpoint else (None, None)
+    cfg = resolve(dataclasses.replace(base or TaskConfig(), num_envs=1, num_threads=1), args)
     if cfg is None:
-        return
+        return None
     if cfg.num_envs != 1:
-        raise ConfigError(f"render draws a single env; num_envs must be 1, got {cfg.num_envs}")
-    policy = make_policy(args.checkpoint, 1, cfg.seed)
+        raise ConfigError(f"render and view show a single env; num_envs must be 1, "
+                          f"got {cfg.num_envs}")
+    return (RandomPolicy(1, cfg.seed) if policy is None else policy), cfg
+
+
+def main(args) -> None:
+    """``penspin render``: resolve the overrides, run the policy, write the video, print numbers."""
+    resolved = policy_and_config(args)
+    if resolved is None:
+        return
+    policy, cfg = resolved
     result = render_video(cfg, policy, args.out, args.seconds, args.camera, args.width,
                           args.height)
     print(format_summary(result))

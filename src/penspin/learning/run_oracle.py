@@ -1,0 +1,52 @@
+"""``penspin train-oracle``: build the task and the PPO trainer from one config, train, save."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from penspin.cli_support import resolve
+from penspin.config import from_dict, to_dict
+from penspin.learning.checkpoint import load_checkpoint
+from penspin.learning.oracle_trainer import CHECKPOINT_KIND, OracleTrainConfig, OracleTrainer
+from penspin.task.config import TaskConfig
+
+
+@dataclass(frozen=True)
+class OracleRunConfig:
+    """``env.*`` configures the task, ``train.*`` the learner (``train.ppo.*``, ``train.network.*``).
+
+    Ablations: ``env.obs.tactile=false``, ``env.obs.point_cloud=false``,
+    ``train.network.use_priv=false``, ``env.reward.z_dist_penalty=0``.
+    """
+
+    env: TaskConfig = field(default_factory=TaskConfig)
+    train: OracleTrainConfig = field(default_factory=OracleTrainConfig)
+
+
+def build(cfg: OracleRunConfig, run_dir: str | Path) -> OracleTrainer:
+    from penspin.task.env import PenSpinEnv
+
+    # Physics runs on its own threads; torch gets one so the two never fight over the 2 cores.
+    torch.set_num_threads(1)
+    env = PenSpinEnv(cfg.env)
+    return OracleTrainer(env, cfg.train, run_dir=run_dir, resolved_config=to_dict(cfg))
+
+
+def main(args) -> None:
+    base = OracleRunConfig()
+    if args.resume:
+        # Continue with the run's own settings; overrides on the command line still apply.
+        base = from_dict(OracleRunConfig, load_checkpoint(args.resume, CHECKPOINT_KIND)["config"])
+    cfg = resolve(base, args)
+    if cfg is None:
+        return
+    trainer = build(cfg, args.run_dir)
+    if args.resume:
+        trainer.resume(args.resume)
+        print(f"resumed {args.resume} at {trainer.env_steps:,} env steps")
+    trainer.train()
+    trainer.env.close()
+    print(f"checkpoints in {trainer.run_dir} (best.pt, last.pt)")
