@@ -2,7 +2,9 @@
 
 (a) raw: the scene's physics alone, ``CpuBackend`` (``mujoco.rollout``) stepping envs that hold
     the pen in grasps from the cache, at 1 and 2 threads;
-(b) task: ``PenSpinEnv`` with every observation on, small random actions, 2 threads;
+(b) task: ``PenSpinEnv`` with every observation on, small random actions, 2 physics threads and
+    one torch thread as training runs it (plus one run at torch's default thread count, which
+    shows what oversubscribing the cores costs);
 (c) peer: gymnasium-robotics ``HandManipulatePen-v1`` (Shadow hand) through its env API, and its
     model under plain ``mj_step``.
 
@@ -90,12 +92,16 @@ def worker_raw(num_envs: int, threads: int, env_steps: int, repeats: int) -> dic
             "held_at_end": float((pen_z > 0.595).mean())}
 
 
-def worker_task(num_envs: int, threads: int, env_steps: int, repeats: int) -> dict:
+def worker_task(num_envs: int, threads: int, env_steps: int, repeats: int,
+                torch_threads: int) -> dict:
     """The whole task per control step: physics, noise, pushes, tactile, point cloud, reward."""
     import torch
 
     from penspin.task.config import TaskConfig
     from penspin.task.env import PenSpinEnv
+
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
 
     cfg = TaskConfig(num_envs=num_envs, num_threads=threads, seed=0)
     env = PenSpinEnv(cfg)
@@ -117,7 +123,7 @@ def worker_task(num_envs: int, threads: int, env_steps: int, repeats: int) -> di
     env.close()
     control = num_envs * steps / seconds
     return {"control_steps_s": control, "physics_steps_s": control * cfg.substeps,
-            "physics_dt": cfg.physics_dt, "steps": steps,
+            "physics_dt": cfg.physics_dt, "steps": steps, "torch_threads": torch.get_num_threads(),
             "falls_per_1k_steps": 1000 * falls[0] / (num_envs * steps * repeats)}
 
 
@@ -160,7 +166,8 @@ def _worker_main(args) -> None:
     if args.worker == "raw":
         result = worker_raw(args.num_envs, args.threads, args.steps, args.repeats)
     elif args.worker == "task":
-        result = worker_task(args.num_envs, args.threads, args.steps, args.repeats)
+        result = worker_task(args.num_envs, args.threads, args.steps, args.repeats,
+                             args.torch_threads)
     else:
         result = worker_peer(args.steps, args.repeats)
     result["peak_rss_mib"] = _peak_rss_mib()
@@ -173,10 +180,11 @@ class WorkerFailed(RuntimeError):
 
 
 def run_worker(kind: str, steps: int, repeats: int, num_envs: int = 1, threads: int = 1,
-               optimize: bool = False) -> dict:
+               torch_threads: int = 1, optimize: bool = False) -> dict:
     cmd = [sys.executable, *(["-O"] if optimize else []), os.path.abspath(__file__),
            "--worker", kind, "--num-envs", str(num_envs), "--threads", str(threads),
-           "--steps", str(steps), "--repeats", str(repeats)]
+           "--torch-threads", str(torch_threads), "--steps", str(steps),
+           "--repeats", str(repeats)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
@@ -241,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--worker", choices=("raw", "task", "peer"), help=argparse.SUPPRESS)
     p.add_argument("--num-envs", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--torch-threads", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         _worker_main(args)
@@ -264,6 +273,12 @@ def main(argv: list[str] | None = None) -> None:
         _progress(f"task {n} envs: {_fmt_rate(r['control_steps_s'])} control steps/s "
                   f"({r['falls_per_1k_steps']:.1f} falls per 1k env steps)")
         rows.append(_row("PenSpin task, all observations", n, 2, r))
+    # Torch's default intra-op threads busy-wait on the cores the physics threads need.
+    r = run_worker("task", args.steps, args.repeats, args.raw_envs, 2, torch_threads=0)
+    _progress(f"task {args.raw_envs} envs, torch at {r['torch_threads']} threads: "
+              f"{_fmt_rate(r['control_steps_s'])} control steps/s")
+    rows.append(_row(f"same, torch at its default {r['torch_threads']} threads", args.raw_envs, 2,
+                     r))
     peer, peer_note = (None, "skipped (--no-peer)") if args.no_peer else run_peer(
         args.steps, args.repeats)
     if peer is not None:
@@ -281,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
           f"{args.steps} env steps per repeat, median of {args.repeats}.")
     print()
-    print("| configuration | envs | threads | physics steps/s | control steps/s "
+    print("| configuration | envs | physics threads | physics steps/s | control steps/s "
           "| sim s per wall s | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))
@@ -297,8 +312,8 @@ def main(argv: list[str] | None = None) -> None:
         theirs = peer["raw_physics_steps_s"] * peer["physics_dt"]
         print(f"- simulated seconds per wall second, one thread, raw physics: ours {ours:,.0f}, "
               f"peer {theirs:,.0f} ({ours / theirs:.1f}x)")
-        best = max(task.values(), key=lambda r: r["control_steps_s"])
-        best_n = next(n for n, r in task.items() if r is best)
+        best_n = max(task, key=lambda n: task[n]["control_steps_s"])
+        best = task[best_n]
         ours = best["physics_steps_s"] * best["physics_dt"]
         theirs = peer["physics_steps_s"] * peer["physics_dt"]
         print(f"- through the env API: ours {ours:,.0f} sim s/s ({best_n} envs, 2 threads), "

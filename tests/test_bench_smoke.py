@@ -15,7 +15,7 @@ def test_quick_benchmark_prints_a_markdown_table():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
-    assert "| configuration | envs | threads | physics steps/s |" in out
+    assert "| configuration | envs | physics threads | physics steps/s |" in out
     rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
     assert sum("raw physics" in r for r in rows) == 2
     assert [r.split("|")[2].strip() for r in rows if "PenSpin task" in r] == ["1", "4"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from penspin.config import ConfigError
+from penspin.config import ConfigError, UserFacingError
 
 
 def _add_overrides(p: argparse.ArgumentParser) -> None:
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, FileNotFoundError, UserFacingError) as exc:
         print(f"penspin {args.command}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 

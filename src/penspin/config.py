@@ -13,7 +13,11 @@ import typing
 from typing import Any
 
 
-class ConfigError(ValueError):
+class UserFacingError(Exception):
+    """An error whose message is the whole story for the user (the CLI prints it, no traceback)."""
+
+
+class ConfigError(UserFacingError, ValueError):
     """A configuration value or key that cannot be used."""
 
 

@@ -18,11 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from penspin.config import UserFacingError
+
 FORMAT_VERSION = 1
 _NDARRAY = "__ndarray__"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserFacingError, RuntimeError):
     """A checkpoint that cannot be used, with the reason in the message."""
 
 

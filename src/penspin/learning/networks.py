@@ -100,6 +100,10 @@ class OracleActorCritic(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
+        # Start near the zero action (hold the grasp): a random initial mean walks every joint
+        # target away within a second and drops the pen before anything is learned.
+        with torch.no_grad():
+            self.mu.weight.mul_(0.01)
 
     @classmethod
     def from_obs_shapes(

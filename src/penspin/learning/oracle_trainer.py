@@ -48,9 +48,10 @@ class OracleTrainConfig:
     wandb_project: str = "penspin"
     wandb_mode: str = "offline"
     progress: bool = True
-    # Torch threads for the PPO update. Physics is idle then, so the update may use every core;
-    # during rollouts torch keeps the one thread the caller set.
-    learn_threads: int = 2
+    # Torch threads for the PPO update (physics is idle then). 2 on an idle 2-core machine makes
+    # the update ~1.9x faster, but if another process holds a core, OpenMP's spinning threads
+    # make it 10-30x slower, so the default is the safe 1.
+    learn_threads: int = 1
 
     def check(self) -> None:
         if self.logger not in ("tensorboard", "wandb", "none"):
