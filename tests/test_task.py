@@ -106,7 +106,8 @@ def _spin_reward(angle: float) -> float:
     angvel = angular_velocity(q_now, q_prev, 0.05)
     z = torch.zeros(1, 16)
     terms = RewardTerms(angvel=angvel, linvel=torch.zeros(1, 3), q=z, init_q=z, torque=z,
-                        qvel=z, points_z=torch.zeros(1, 2), pen_pos=torch.tensor([[0, -0.01, 0.625]]))
+                        qvel=z, points_z=torch.zeros(1, 2),
+                        pen_pos=torch.tensor([[0, -0.01, 0.625]]))
     reward, log = compute_reward(terms, RewardConfig(), torch.tensor([0.0, 0.0, 1.0]),
                                  torch.tensor(RewardConfig().position_target))
     return float(reward[0]), log
@@ -147,7 +148,8 @@ def test_pressed_taxel_reads_one_and_free_taxels_zero():
     side /= np.linalg.norm(side)
     pos = tip.xpos + finger_dir * (A.TIP_RADIUS + radius - 0.0015)
     quat = np.zeros(4)
-    mujoco.mju_mat2Quat(quat, np.column_stack([finger_dir, np.cross(side, finger_dir), side]).ravel())
+    frame = np.column_stack([finger_dir, np.cross(side, finger_dir), side])
+    mujoco.mju_mat2Quat(quat, frame.ravel())
     qpos = env.backend.qpos.copy()
     qpos[0, :16] = A.REAL_INIT_QPOS
     qpos[0, 16:19], qpos[0, 19:23] = pos, quat

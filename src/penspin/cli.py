@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overrides(p)
     p.set_defaults(func=_cmd_grasps)
 
-    p = sub.add_parser("view", help="open MuJoCo's interactive viewer on the scene (needs a display)")
+    p = sub.add_parser("view", help="open MuJoCo's viewer on the scene (needs a display)")
     p.add_argument("--checkpoint", default="", help="policy to run (default: random actions)")
     _add_overrides(p)
     p.set_defaults(func=_cmd_view)

@@ -25,7 +25,10 @@ class PPOConfig:
     horizon_length: int = 12
     mini_epochs: int = 5
     num_minibatches: int = 4
-    learning_rate: float = 5e-3
+    # PenSpin starts at 5e-3; here the first update at that rate moves the policy by a KL of 1-4
+    # (40-200x the threshold) before the schedule can react, which undoes the hold-still
+    # initialisation. Starting at 5e-4 the schedule raises it within a few updates if it can.
+    learning_rate: float = 5e-4
     lr_schedule: str = "adaptive"
     kl_threshold: float = 0.02
     min_lr: float = 1e-6
@@ -198,15 +201,18 @@ class PPO:
                 )
                 self.optimizer.step()
                 mu, sigma = res["mus"].detach(), res["sigmas"].detach()
-                epoch_kl.append(policy_kl(mu, sigma, old_mu[idx], old_sigma[idx]))
+                mb_kl = distributed.all_reduce_mean(
+                    policy_kl(mu, sigma, old_mu[idx], old_sigma[idx]))
+                epoch_kl.append(mb_kl)
                 old_mu[idx] = mu
                 old_sigma[idx] = sigma
+                # Adapt after every minibatch (as rsl_rl does), not once per epoch as rl_games:
+                # with a few hundred CPU envs one epoch is too coarse to stop a runaway step.
+                self._adapt_lr(mb_kl.item())
                 for k, v in losses.items():
                     v = v.detach()
                     sums[k] = v if sums[k] is None else sums[k] + v
-            kl = distributed.all_reduce_mean(torch.stack(epoch_kl).mean())
-            kls.append(kl)
-            self._adapt_lr(kl.item())
+            kls.append(torch.stack(epoch_kl).mean())
         self.model.eval()
         self.step = 0
         count = cfg.mini_epochs * math.ceil(n / mb)

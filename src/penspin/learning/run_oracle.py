@@ -16,7 +16,7 @@ from penspin.task.config import TaskConfig
 
 @dataclass(frozen=True)
 class OracleRunConfig:
-    """``env.*`` configures the task, ``train.*`` the learner (``train.ppo.*``, ``train.network.*``).
+    """``env.*`` configures the task; ``train.*`` the learner (``train.ppo.*``, ``.network.*``).
 
     Ablations: ``env.obs.tactile=false``, ``env.obs.point_cloud=false``,
     ``train.network.use_priv=false``, ``env.reward.z_dist_penalty=0``.

@@ -103,7 +103,7 @@ class CpuBackend:
 
     # Per-env model parameters -----------------------------------------------------------------
     def set_pd_gains(self, env_ids: np.ndarray, kp: np.ndarray, kd: np.ndarray) -> None:
-        for i, p, d in zip(env_ids, kp, kd):
+        for i, p, d in zip(env_ids, kp, kd, strict=True):
             m = self.models[i]
             m.actuator_gainprm[:, 0] = p
             m.actuator_biasprm[:, 1] = -p

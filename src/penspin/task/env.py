@@ -53,6 +53,9 @@ class PenSpinEnv:
 
     def __init__(self, cfg: TaskConfig):
         cfg.check()
+        # Torch's intra-op threads would fight the physics threads for the cores (measured 4x
+        # slower at 256 envs on 2 cores); task tensors are small, one thread is plenty.
+        torch.set_num_threads(1)
         self.cfg = cfg
         self.num_envs = n = cfg.num_envs
         self.device = torch.device("cpu")
@@ -225,7 +228,8 @@ class PenSpinEnv:
         damp = 1.0 - 0.7 * self.pen_restitution[ids]  # MuJoCo analogue of restitution
         self.backend.set_pen(idx, self.pen_radius[ids].double().numpy(),
                              self.pen_length[ids].double().numpy(),
-                             self.pen_mass[ids].double().numpy(), self.pen_com[ids].double().numpy(),
+                             self.pen_mass[ids].double().numpy(),
+                             self.pen_com[ids].double().numpy(),
                              self.pen_friction[ids].double().numpy(), damp.double().numpy())
         self.backend.set_pd_gains(idx, self.kp[ids].double().numpy(), self.kd[ids].double().numpy())
 
@@ -324,17 +328,18 @@ class PenSpinEnv:
                 self.pen_restitution[:, None]]
         if self.cfg.obs.tactile:
             priv.append(self.tactile)
+        # Copies, so observations a learner keeps are not changed by the next step's resets.
         obs = {
-            "obs": self.proprio_hist[:, -3:].reshape(self.num_envs, 96),
+            "obs": self.proprio_hist[:, -3:].reshape(self.num_envs, 96).clone(),
             "priv_info": torch.cat(priv, 1),
-            "proprio_hist": self.proprio_hist,
+            "proprio_hist": self.proprio_hist.clone(),
             "fingertip_pos": tips,
-            "obj_ends": self.ends_hist,
+            "obj_ends": self.ends_hist.clone(),
         }
         if self.cfg.obs.point_cloud:
             obs["point_cloud"] = self._point_cloud()
         if self.cfg.obs.tactile:
-            obs["tactile_hist"] = self.tactile_hist
+            obs["tactile_hist"] = self.tactile_hist.clone()
         return obs
 
     # Exact resume -----------------------------------------------------------------------------

@@ -3,9 +3,11 @@
 Drops are chaotic, so episodes never start by dropping the pen: they start from states that held
 the pen for 1.6 s with the targets frozen. Each row keeps the settled joint angles and the joint
 targets that held them: the gap between the two is the grip force, so starting an episode with
-targets equal to the settled angles would loosen the grasp. Generation: canonical grasps + joint noise, the pen laid
-on the fingertips, then kept only if after 1.6 s of zero action >= 2 fingertips touch it, it is
-above the palm and level.
+targets equal to the settled angles would loosen the grasp.
+
+Generation: canonical grasps + joint noise with the pen laid on the fingertips, then two 1.6 s
+holds with freshly randomised physics (the second from the settled state, with a target offset);
+kept only if the pen is still above the palm, level, at rest and touched by >= 2 fingertips.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def sample_pen_sizes(rng: np.random.Generator, base_scale: np.ndarray, scale_ran
     return BASE_RADIUS * scale, 2 * BASE_RADIUS * ratio * scale
 
 
-def _place_pens(q: np.ndarray, radius: np.ndarray, yaw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _place_pens(q: np.ndarray, radius: np.ndarray, yaw: np.ndarray):
     """Lay each pen level on top of the fingertips of its hand pose."""
     model = scene.load_model()
     data = mujoco.MjData(model)
@@ -171,13 +173,15 @@ def generate(cfg: GraspConfig, out: str | Path) -> dict:
                     break
                 n = cfg.batch
                 canon = rng.integers(len(CANONICAL_GRASPS), size=n)
-                q = CANONICAL_GRASPS[canon] + rng.uniform(-cfg.joint_noise, cfg.joint_noise, (n, 16))
+                noise = rng.uniform(-cfg.joint_noise, cfg.joint_noise, (n, 16))
+                q = CANONICAL_GRASPS[canon] + noise
                 q = np.clip(q, A.JOINT_LOWER, A.JOINT_UPPER)
                 base = np.full(n, scale)
                 radius, length = sample_pen_sizes(rng, base, cfg.scale_range)
                 yaw = PEN_YAWS[rng.integers(len(PEN_YAWS), size=n)] + rng.uniform(-0.2, 0.2, n)
                 pos, quat = _place_pens(q, radius, yaw)
-                ok = _settle(backend, cfg, rng, q, np.concatenate([q, pos, quat], 1), radius, length)
+                start = np.concatenate([q, pos, quat], 1)
+                ok = _settle(backend, cfg, rng, q, start, radius, length)
                 # Second pass from the settled state with new physics: keeps only robust grasps.
                 settled = backend.qpos.copy()
                 ok &= _settle(backend, cfg, rng, q, settled, radius, length, cfg.target_noise)
