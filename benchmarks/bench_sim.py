@@ -3,8 +3,7 @@
 (a) raw: the scene's physics alone, ``CpuBackend`` (``mujoco.rollout``) stepping envs that hold
     the pen in grasps from the cache, at 1 and 2 threads;
 (b) task: ``PenSpinEnv`` with every observation on, small random actions, 2 physics threads and
-    one torch thread as training runs it (plus one run at torch's default thread count, which
-    shows what oversubscribing the cores costs);
+    one torch thread (the env pins torch to one thread, as training runs it);
 (c) peer: gymnasium-robotics ``HandManipulatePen-v1`` (Shadow hand) through its env API, and its
     model under plain ``mj_step``.
 
@@ -92,16 +91,12 @@ def worker_raw(num_envs: int, threads: int, env_steps: int, repeats: int) -> dic
             "held_at_end": float((pen_z > 0.595).mean())}
 
 
-def worker_task(num_envs: int, threads: int, env_steps: int, repeats: int,
-                torch_threads: int) -> dict:
+def worker_task(num_envs: int, threads: int, env_steps: int, repeats: int) -> dict:
     """The whole task per control step: physics, noise, pushes, tactile, point cloud, reward."""
     import torch
 
     from penspin.task.config import TaskConfig
     from penspin.task.env import PenSpinEnv
-
-    if torch_threads:
-        torch.set_num_threads(torch_threads)
 
     cfg = TaskConfig(num_envs=num_envs, num_threads=threads, seed=0)
     env = PenSpinEnv(cfg)
@@ -166,8 +161,7 @@ def _worker_main(args) -> None:
     if args.worker == "raw":
         result = worker_raw(args.num_envs, args.threads, args.steps, args.repeats)
     elif args.worker == "task":
-        result = worker_task(args.num_envs, args.threads, args.steps, args.repeats,
-                             args.torch_threads)
+        result = worker_task(args.num_envs, args.threads, args.steps, args.repeats)
     else:
         result = worker_peer(args.steps, args.repeats)
     result["peak_rss_mib"] = _peak_rss_mib()
@@ -180,10 +174,10 @@ class WorkerFailed(RuntimeError):
 
 
 def run_worker(kind: str, steps: int, repeats: int, num_envs: int = 1, threads: int = 1,
-               torch_threads: int = 1, optimize: bool = False) -> dict:
+               optimize: bool = False) -> dict:
     cmd = [sys.executable, *(["-O"] if optimize else []), os.path.abspath(__file__),
            "--worker", kind, "--num-envs", str(num_envs), "--threads", str(threads),
-           "--torch-threads", str(torch_threads), "--steps", str(steps),
+           "--steps", str(steps),
            "--repeats", str(repeats)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -249,7 +243,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--worker", choices=("raw", "task", "peer"), help=argparse.SUPPRESS)
     p.add_argument("--num-envs", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
-    p.add_argument("--torch-threads", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         _worker_main(args)
@@ -273,12 +266,6 @@ def main(argv: list[str] | None = None) -> None:
         _progress(f"task {n} envs: {_fmt_rate(r['control_steps_s'])} control steps/s "
                   f"({r['falls_per_1k_steps']:.1f} falls per 1k env steps)")
         rows.append(_row("PenSpin task, all observations", n, 2, r))
-    # Torch's default intra-op threads busy-wait on the cores the physics threads need.
-    r = run_worker("task", args.steps, args.repeats, args.raw_envs, 2, torch_threads=0)
-    _progress(f"task {args.raw_envs} envs, torch at {r['torch_threads']} threads: "
-              f"{_fmt_rate(r['control_steps_s'])} control steps/s")
-    rows.append(_row(f"same, torch at its default {r['torch_threads']} threads", args.raw_envs, 2,
-                     r))
     peer, peer_note = (None, "skipped (--no-peer)") if args.no_peer else run_peer(
         args.steps, args.repeats)
     if peer is not None:

@@ -33,6 +33,15 @@ from penspin.learning.ppo import PPO, PPOConfig
 CHECKPOINT_KIND = "oracle"
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (emulated bf16 would be slower than fp32)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 @dataclass
 class OracleTrainConfig:
     """Everything the oracle trainer reads besides the env."""
@@ -52,6 +61,9 @@ class OracleTrainConfig:
     # the update ~1.9x faster, but if another process holds a core, OpenMP's spinning threads
     # make it 10-30x slower, so the default is the safe 1.
     learn_threads: int = 1
+    # Run encoders and trunk in bfloat16 (heads stay float32): ~2x faster learning on CPUs with
+    # native bf16 (AVX512-BF16, AMX); on by default where /proc/cpuinfo shows such a CPU.
+    bf16: bool = field(default_factory=lambda: cpu_has_bf16())
 
     def check(self) -> None:
         if self.logger not in ("tensorboard", "wandb", "none"):
@@ -229,6 +241,7 @@ class OracleTrainer:
         self.model = OracleActorCritic.from_obs_shapes(
             env.obs_shapes, env.num_actions, cfg.network
         ).to(self.device)
+        self.model.bf16 = cfg.bf16 and self.device.type == "cpu"
         for tensor in self.model.state_dict().values():
             distributed.broadcast(tensor)
         self.ppo = PPO(self.model, cfg.ppo, env.num_envs, self.device)
