@@ -23,7 +23,8 @@ def test_help_lists_every_command(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for cmd in ("grasps", "view", "render", "train-oracle", "eval"):
+    for cmd in ("grasps", "view", "render", "train-oracle", "eval", "release", "plot",
+                "train-student", "export-student"):
         assert cmd in out
 
 
@@ -31,6 +32,12 @@ def test_keys_lists_config(capsys):
     main(["train-oracle", "--keys"])
     out = capsys.readouterr().out
     assert "env.num_envs=256" in out and "train.ppo.horizon_length=12" in out
+
+
+def test_overrides_may_follow_options(capsys):
+    main(["train-oracle", "env.num_envs=8", "--keys", "env.seed=3"])
+    out = capsys.readouterr().out
+    assert "env.num_envs=256" in out  # --keys lists defaults, overrides parsed without error
 
 
 def test_unknown_key_is_a_clear_cli_error(capsys, tmp_path):
@@ -52,7 +59,7 @@ def test_grasps_command_writes_a_cache(tmp_path):
 def test_train_resume_and_eval_commands(tmp_path, capsys):
     run = tmp_path / "run"
     main(["train-oracle", "--run-dir", str(run), "train.max_env_steps=48",
-          "train.save_every=2", *TINY])
+          "train.save_every=2", *TINY, "train.logger=tensorboard"])
     last = run / "last.pt"
     assert last.exists() and (run / "config.json").exists() and (run / "best.pt").exists()
     payload = load_checkpoint(last, "oracle")
@@ -68,6 +75,17 @@ def test_train_resume_and_eval_commands(tmp_path, capsys):
     assert metrics["episodes"] == 3
     assert 0 < metrics["time_to_fall_s"]["mean"] <= 5 * 0.05 + 1e-6
     assert "survival to 20 s" in capsys.readouterr().out
+
+    slim = tmp_path / "slim.pt"
+    main(["release", str(last), str(slim)])
+    released = load_checkpoint(slim, "oracle")
+    assert "ppo" not in released and "env_state" not in released
+    assert slim.stat().st_size < last.stat().st_size
+    main(["eval", "--checkpoint", str(slim), "--episodes", "1", "episode_length=2"])
+
+    png = tmp_path / "curves.png"
+    main(["plot", str(run), "--out", str(png)])
+    assert png.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_eval_refuses_a_corrupt_checkpoint(tmp_path, capsys):

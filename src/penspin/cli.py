@@ -48,8 +48,33 @@ def _cmd_train_oracle(args) -> None:
     main(args)
 
 
+def _cmd_train_student(args) -> None:
+    from penspin.learning.run_student import main
+
+    main(args)
+
+
+def _cmd_export_student(args) -> None:
+    from penspin.learning.export import main
+
+    main(args)
+
+
 def _cmd_eval(args) -> None:
     from penspin.evaluation.evaluate import main
+
+    main(args)
+
+
+def _cmd_release(args) -> None:
+    from penspin.learning.checkpoint import release_copy
+
+    out = release_copy(args.src, args.dst)
+    print(f"wrote {out}")
+
+
+def _cmd_plot(args) -> None:
+    from penspin.viz.curves import main
 
     main(args)
 
@@ -87,18 +112,51 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overrides(p)
     p.set_defaults(func=_cmd_train_oracle)
 
+    p = sub.add_parser("train-student",
+                       help="distil the oracle into the proprioceptive student (oracle drives)")
+    p.add_argument("--oracle", default="", help="oracle .pt whose rollouts teach the student")
+    p.add_argument("--run-dir", default="runs/student", help="folder for logs and checkpoints")
+    p.add_argument("--resume", default="", help="student checkpoint to continue from")
+    p.add_argument("--dagger", action="store_true",
+                   help="baseline: the student drives and the oracle only labels")
+    _add_overrides(p)
+    p.set_defaults(func=_cmd_train_student)
+
+    p = sub.add_parser("export-student",
+                       help="write a student for a robot computer (safetensors + JSON)")
+    p.add_argument("--checkpoint", required=True, help="student .pt")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=_cmd_export_student)
+
     p = sub.add_parser("eval", help="measure a checkpoint: time to fall, survival, rotation speed")
     p.add_argument("--checkpoint", required=True, help="oracle or student .pt")
     p.add_argument("--episodes", type=int, default=256, help="number of 20 s episodes")
     p.add_argument("--out", default="", help="write the metrics here as JSON")
     _add_overrides(p)
     p.set_defaults(func=_cmd_eval)
+    p = sub.add_parser("release", help="copy a checkpoint without optimiser/RNG/env state")
+    p.add_argument("src", help="a training checkpoint, e.g. runs/oracle/best.pt")
+    p.add_argument("dst", help="where to write the slim copy")
+    p.set_defaults(func=_cmd_release)
+
+    p = sub.add_parser("plot", help="plot a run's learning curves to a PNG")
+    p.add_argument("run_dir", help="a training run folder (holds tb/)")
+    p.add_argument("--out", default="curves.png", help="output PNG")
+    p.add_argument("--title", default="", help="figure title (default: the run folder)")
+    p.set_defaults(func=_cmd_plot)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Overrides may come before or after options: argparse leaves the later ones unparsed.
+    args, extra = parser.parse_known_args(argv)
+    takes = hasattr(args, "overrides")
+    stray = [e for e in extra if e.startswith("-") or "=" not in e or not takes]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         args.func(args)
     except (ConfigError, FileNotFoundError, UserFacingError) as exc:

@@ -173,3 +173,14 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+RELEASE_KEYS = ("kind", "config", "model_args", "model", "counters", "best_reward")
+
+
+def release_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy a checkpoint without optimiser, RNG and env state: what sharing a policy needs."""
+    payload = load_checkpoint(src)
+    slim = {k: payload[k] for k in RELEASE_KEYS if k in payload}
+    slim["released_from"] = str(src)
+    return save_checkpoint(dst, slim)

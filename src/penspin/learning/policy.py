@@ -39,4 +39,16 @@ def load_policy(path: str | Path, device: str = "cpu") -> Policy:
             return model.act_inference(obs)
 
         return Policy(kind, act, task, str(path))
+    if kind == "student":
+        from penspin.learning.student import StudentActorCritic
+
+        student = StudentActorCritic(**payload["model_args"])
+        load_state_checked(student, payload["model"])
+        student = student.to(device).eval()
+
+        @torch.no_grad()
+        def act_student(obs: dict[str, torch.Tensor]) -> torch.Tensor:
+            return student.act_inference(obs)  # FK of the obs' newest noisy q inside
+
+        return Policy(kind, act_student, task, str(path))
     raise CheckpointError(f"{path}: don't know how to run a {kind!r} checkpoint as a policy")

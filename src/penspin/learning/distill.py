@@ -1,0 +1,320 @@
+"""Distil the oracle into the proprioceptive student: behaviour cloning on oracle rollouts.
+
+PenSpin's finding is that the student learns best from states the *oracle* visits (the oracle
+drives, deterministically), not from its own (DAgger). Both are here: ``dagger=False`` is the
+method, ``dagger=True`` the baseline in which the student's mean action drives and the oracle
+only labels. Each iteration collects ``horizon`` steps from every env, then fits the student to
+the oracle's clamped actions with an L1 loss (sum over joints, mean over samples), as PenSpin.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from penspin.config import ConfigError, to_dict, validate
+from penspin.learning.checkpoint import (
+    CheckpointError,
+    diff_keys,
+    load_checkpoint,
+    load_state_checked,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from penspin.learning.networks import OracleActorCritic
+from penspin.learning.oracle_trainer import CHECKPOINT_KIND as ORACLE_KIND
+from penspin.learning.oracle_trainer import (
+    EpisodeStats,
+    _Logger,
+    git_description,
+    seed_everything,
+)
+from penspin.learning.student import INPUT_MODES, StudentActorCritic, StudentNetworkConfig
+
+CHECKPOINT_KIND = "student"
+
+
+@dataclass
+class StudentTrainConfig:
+    """Everything the student trainer reads besides the env (and the oracle checkpoint)."""
+
+    input_mode: str = "proprio"
+    network: StudentNetworkConfig = field(default_factory=StudentNetworkConfig)
+    dagger: bool = False  # baseline: the student drives, the oracle labels
+    learning_rate: float = 1e-3
+    grad_norm: float = 1.0
+    # Steps per env per data collection. PenSpin: 48 GPU envs x 512; on a CPU with 256 envs, 64
+    # gives the same ~16k samples per iteration and 4 minibatches of PenSpin's 4096.
+    horizon: int = 64
+    num_minibatches: int = 4
+    mini_epochs: int = 5
+    max_env_steps: int = 10_000_000
+    # Uniform noise (m) on the FK fingertips while training: link-length and calibration error
+    # of a real hand's FK (PenSpin adds U(-0.01, 0.01) in normalised units, about 0.1 mm).
+    fk_noise: float = 0.002
+    save_every: int = 20
+    reward_window: int = 200
+    seed: int = 42
+    logger: str = "tensorboard"
+    wandb_project: str = "penspin"
+    wandb_mode: str = "offline"
+    progress: bool = True
+    learn_threads: int = 1  # torch threads for the update; see OracleTrainConfig.learn_threads
+
+    def check(self) -> None:
+        if self.input_mode not in INPUT_MODES:
+            raise ConfigError(f"input_mode must be one of {INPUT_MODES}, got {self.input_mode!r}")
+        if self.logger not in ("tensorboard", "wandb", "none"):
+            raise ConfigError(f"logger must be tensorboard, wandb or none, got {self.logger!r}")
+        for name in ("horizon", "num_minibatches", "mini_epochs", "max_env_steps", "save_every",
+                     "reward_window", "learn_threads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0 or self.grad_norm <= 0 or self.fk_noise < 0:
+            raise ConfigError("learning_rate and grad_norm must be > 0, fk_noise >= 0")
+
+
+def oracle_from_payload(payload: dict) -> OracleActorCritic:
+    """An oracle in eval mode from a checkpoint payload (its ``model_args`` and ``model``)."""
+    model = OracleActorCritic(**payload["model_args"])
+    load_state_checked(model, payload["model"], what="oracle")
+    return model.eval()
+
+
+def load_teacher(path: str | Path) -> OracleActorCritic:
+    """The oracle at ``path``; any other kind of checkpoint is refused with its kind named."""
+    return oracle_from_payload(load_checkpoint(path, expected_kind=ORACLE_KIND))
+
+
+def check_oracle_fits(oracle: OracleActorCritic, env: Any, where: str = "oracle") -> None:
+    """Refuse an oracle whose inputs the env does not produce in the shapes it was trained on."""
+    problems = []
+    for key, shape in oracle.input_shapes.items():
+        got = env.obs_shapes.get(key)
+        if got is None:
+            problems.append(f"{key}: oracle expects {tuple(shape)}, the env does not provide it")
+        elif tuple(got) != tuple(shape):
+            problems.append(f"{key}: oracle expects {tuple(shape)}, the env gives {tuple(got)}")
+    if oracle.num_actions != env.num_actions:
+        problems.append(f"actions: oracle has {oracle.num_actions}, the env {env.num_actions}")
+    if problems:
+        raise CheckpointError(
+            f"{where} does not fit this env: " + "; ".join(problems)
+            + " (the student's env defaults to the oracle's own; check env.obs.* overrides)"
+        )
+
+
+class StudentTrainer:
+    """Behaviour cloning (or DAgger) of an oracle into a :class:`StudentActorCritic`.
+
+    ``oracle`` is an oracle checkpoint path or a loaded :class:`OracleActorCritic` (then
+    ``oracle_path`` says where it came from, for the record). Single process: unlike the oracle
+    trainer there is no torchrun path yet.
+    """
+
+    def __init__(
+        self,
+        env: Any,
+        cfg: StudentTrainConfig,
+        oracle: str | Path | OracleActorCritic,
+        run_dir: str | Path | None = None,
+        resolved_config: dict | None = None,
+        oracle_path: str = "",
+    ):
+        validate(cfg)
+        self.env = env
+        self.cfg = cfg
+        self.device = torch.device(env.device)
+        if not isinstance(oracle, OracleActorCritic):
+            oracle_path = oracle_path or str(oracle)
+            oracle = load_teacher(oracle)
+        self.oracle_path = oracle_path
+        check_oracle_fits(oracle, env, where=f"oracle {self.oracle_path}".strip())
+        self.oracle = oracle.to(self.device).eval()
+        self.run_dir = Path(run_dir or Path("runs/student") / time.strftime("%Y%m%d-%H%M%S"))
+        self.config = resolved_config if resolved_config is not None else to_dict(cfg)
+        seed_everything(cfg.seed)
+        self.model = StudentActorCritic.from_obs_shapes(
+            env.obs_shapes, env.num_actions, cfg.input_mode, cfg.network).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate)
+        self.episodes = EpisodeStats(env.num_envs, cfg.reward_window, self.device)
+        self.iteration = 0
+        self.env_steps = 0
+        self.best_loss = math.inf
+        self.obs: dict[str, torch.Tensor] | None = None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.json").write_text(
+            json.dumps({**self.config, "oracle": self.oracle_path}, indent=2) + "\n")
+        (self.run_dir / "git.txt").write_text(git_description(Path(__file__).parent))
+
+    def train(self) -> dict[str, float]:
+        """Train until ``max_env_steps``; returns the last iteration's logged scalars."""
+        cfg = self.cfg
+        if self.obs is None:
+            self.obs = self.env.reset()
+        per_iter = cfg.horizon * self.env.num_envs
+        logger = _Logger(cfg.logger, self.run_dir, self.config, cfg)
+        bar = tqdm(total=cfg.max_env_steps, initial=self.env_steps, unit="step",
+                   unit_scale=True, dynamic_ncols=True, disable=not cfg.progress)
+        scalars: dict[str, float] = {}
+        saved_at = self.iteration
+        try:
+            while self.env_steps < cfg.max_env_steps:
+                scalars = self._iteration()
+                self.iteration += 1
+                self.env_steps += per_iter
+                scalars["perf/env_steps_per_s"] = per_iter / scalars["time/iteration_s"]
+                bar.set_postfix(loss=f"{scalars['loss/heldout']:.3f}",
+                                reward=f"{scalars.get('episode/reward', math.nan):.2f}",
+                                refresh=False)
+                bar.update(per_iter)
+                logger.log(scalars, self.env_steps)
+                if scalars["loss/heldout"] < self.best_loss:
+                    self.best_loss = scalars["loss/heldout"]
+                    self.save(self.run_dir / "best.pt")
+                if self.iteration % cfg.save_every == 0:
+                    self.save(self.run_dir / "last.pt")
+                    saved_at = self.iteration
+            if saved_at != self.iteration:
+                self.save(self.run_dir / "last.pt")
+        finally:
+            bar.close()
+            logger.close()
+        return scalars
+
+    def _collect(self) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, float], float]:
+        """``horizon`` steps; returns student inputs, oracle labels, env logs and env time."""
+        horizon, n = self.cfg.horizon, self.env.num_envs
+        inputs = {k: torch.empty(horizon, n, *s, device=self.device)
+                  for k, s in self.model.input_shapes.items()}
+        labels = torch.empty(horizon, n, self.env.num_actions, device=self.device)
+        log_sums: dict[str, float] = {}
+        env_time = 0.0
+        self.model.eval()
+        for t in range(horizon):
+            labels[t] = self.oracle.act_inference(self.obs)
+            for k in inputs:
+                inputs[k][t] = self.obs[k]
+            actions = self.model.act_inference(self.obs) if self.cfg.dagger else labels[t]
+            start = time.perf_counter()
+            self.obs, rewards, dones, info = self.env.step(actions)
+            env_time += time.perf_counter() - start
+            self.episodes.step(rewards, dones, info.get("episode"))
+            for k, v in info.get("log", {}).items():
+                log_sums[k] = log_sums.get(k, 0.0) + float(v)
+        flat = {k: v.flatten(0, 1) for k, v in inputs.items()}
+        return flat, labels.flatten(0, 1), log_sums, env_time
+
+    def fit(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, float]:
+        """Update normalisers once, then ``mini_epochs`` passes of L1 on clamped actions.
+
+        ``loss/heldout`` is the first pass's mean: each minibatch is scored before the student
+        has trained on it, so it estimates the error on unseen oracle states.
+        """
+        cfg = self.cfg
+        n = labels.shape[0]
+        mb = math.ceil(n / cfg.num_minibatches)
+        self.model.update_normalizers(inputs)
+        self.model.train()
+        first, total, grad_sum, count = [], 0.0, 0.0, 0
+        for epoch in range(cfg.mini_epochs):
+            perm = torch.randperm(n, device=labels.device)
+            for start in range(0, n, mb):
+                idx = perm[start:start + mb]
+                mu = self.model({k: v[idx] for k, v in inputs.items()}, fk_noise=cfg.fk_noise)
+                loss = (mu.clamp(-1.0, 1.0) - labels[idx]).abs().sum(-1).mean()
+                self.optimizer.zero_grad()
+                loss.backward()
+                grad = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_norm)
+                self.optimizer.step()
+                value = loss.item()
+                if epoch == 0:
+                    first.append(value)
+                total += value
+                grad_sum += float(grad)
+                count += 1
+        self.model.eval()
+        return {"loss/heldout": sum(first) / len(first), "loss/bc": total / count,
+                "policy/grad_norm": grad_sum / count}
+
+    def _iteration(self) -> dict[str, float]:
+        start = time.perf_counter()
+        inputs, labels, log_sums, env_time = self._collect()
+        rollout_end = time.perf_counter()
+        rollout_threads = torch.get_num_threads()
+        torch.set_num_threads(self.cfg.learn_threads)
+        try:
+            scalars = self.fit(inputs, labels)
+        finally:
+            torch.set_num_threads(rollout_threads)
+        end = time.perf_counter()
+        self.episodes.flush()
+        scalars["policy/lr"] = self.cfg.learning_rate
+        # Who drives decides whose episodes these are: the oracle's (BC) or the student's.
+        scalars.update({f"episode/{k}": v for k, v in self.episodes.means().items()})
+        scalars.update({f"env/{k}": v / self.cfg.horizon for k, v in log_sums.items()})
+        scalars["time/env_step_s"] = env_time
+        scalars["time/policy_s"] = rollout_end - start - env_time
+        scalars["time/learn_s"] = end - rollout_end
+        scalars["time/iteration_s"] = end - start
+        return scalars
+
+    def checkpoint_payload(self) -> dict:
+        """Everything needed to continue bit for bit, the oracle's weights included, so a
+        resume does not depend on the oracle file staying where it was."""
+        get_state = getattr(self.env, "get_state", None)
+        return {
+            "kind": CHECKPOINT_KIND,
+            "config": self.config,
+            "model_args": self.model.model_args,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "counters": {"iteration": self.iteration, "env_steps": self.env_steps},
+            "best_loss": self.best_loss,
+            "episodes": self.episodes.state_dict(),
+            "rng": rng_state(),
+            "env_state": get_state() if callable(get_state) else None,
+            "obs": self.obs,
+            "oracle": {"path": self.oracle_path, "model_args": self.oracle.model_args,
+                       "model": self.oracle.state_dict()},
+        }
+
+    def save(self, path: str | Path) -> Path:
+        return save_checkpoint(path, self.checkpoint_payload())
+
+    def resume(self, path: str | Path) -> None:
+        """Continue from a student checkpoint: weights, optimiser, counters, RNG, env."""
+        payload = load_checkpoint(path, expected_kind=CHECKPOINT_KIND)
+        diffs = diff_keys(payload["model_args"], self.model.model_args)
+        if diffs:
+            raise CheckpointError(
+                f"{path}: the checkpoint's student does not fit this env/config: "
+                + "; ".join(diffs))
+        load_state_checked(self.model, payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.iteration = payload["counters"]["iteration"]
+        self.env_steps = payload["counters"]["env_steps"]
+        self.best_loss = payload["best_loss"]
+        self.episodes.load_state_dict(payload["episodes"])
+        self.obs = None
+        set_state = getattr(self.env, "set_state", None)
+        obs = payload["obs"]
+        if (callable(set_state) and payload["env_state"] is not None and obs is not None
+                and obs["obs"].shape[0] == self.env.num_envs):
+            set_rng_state(payload["rng"])
+            set_state(payload["env_state"])
+            self.obs = {k: v.to(self.device) for k, v in obs.items()}
+        else:
+            seed_everything(self.cfg.seed + 1000 * self.iteration)
+            warnings.warn("resuming without the env's state (env lacks get_state/set_state or "
+                          "num_envs changed): envs restart from reset, not bit for bit",
+                          stacklevel=2)

@@ -1,0 +1,239 @@
+"""Step 2: the proprioceptive student, its distillation, DAgger baseline, eval and export."""
+
+from __future__ import annotations
+
+import json
+
+import mujoco
+import numpy as np
+import pytest
+import torch
+
+from penspin.cli import main
+from penspin.config import ConfigError, to_dict
+from penspin.deploy import DeployedStudent
+from penspin.learning.checkpoint import load_checkpoint, save_checkpoint
+from penspin.learning.distill import StudentTrainConfig, StudentTrainer
+from penspin.learning.kinematics import FingertipFK
+from penspin.learning.networks import OracleActorCritic
+from penspin.learning.policy import load_policy
+from penspin.learning.run_student import StudentRunConfig, default_config
+from penspin.learning.student import INPUT_MODES, StudentActorCritic, StudentNetworkConfig
+from penspin.sim import allegro as A
+from penspin.sim import scene
+from penspin.task.config import ObsConfig, TaskConfig
+from penspin.task.env import PenSpinEnv
+
+TINY_ENV = ["env.num_envs=4", "env.num_threads=1"]
+TINY = [*TINY_ENV, "train.horizon=4", "train.num_minibatches=1", "train.mini_epochs=1",
+        "train.logger=none", "train.progress=false"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def oracle_ckpt(tmp_path_factory):
+    run = tmp_path_factory.mktemp("oracle")
+    main(["train-oracle", "--run-dir", str(run), "train.max_env_steps=48", "env.num_envs=4",
+          "env.num_threads=1", "train.ppo.horizon_length=4", "train.ppo.num_minibatches=1",
+          "train.ppo.mini_epochs=1", "train.logger=none", "train.progress=false"])
+    return run / "last.pt"
+
+
+@pytest.fixture(scope="module")
+def env_obs():
+    """A few steps of real observations (every key, tactile on) from 8 envs."""
+    env = PenSpinEnv(TaskConfig(num_envs=8, num_threads=1))
+    obs = env.reset()
+    for _ in range(3):
+        obs, *_ = env.step(torch.randn(8, 16) * 0.3)
+    shapes = dict(env.obs_shapes)
+    env.close()
+    return obs, shapes
+
+
+def _student_only(obs: dict) -> dict:
+    return {k: v for k, v in obs.items() if k not in ("priv_info", "point_cloud")}
+
+
+def test_fk_matches_mujoco_fingertip_sites():
+    model = mujoco.MjModel.from_xml_string(scene.build_scene_xml())
+    data = mujoco.MjData(model)
+    qadr = [model.jnt_qposadr[model.joint(n).id] for n in A.JOINT_NAMES]
+    sites = [model.site(s).id for s in scene.TIP_SITES]
+    rng = np.random.default_rng(0)
+    qs = rng.uniform(A.JOINT_LOWER - 0.3, A.JOINT_UPPER + 0.3, size=(32, 16))
+    expected = []
+    for q in qs:
+        data.qpos[qadr] = q
+        mujoco.mj_kinematics(model, data)
+        expected.append(data.site_xpos[sites].reshape(12).copy())
+    got = FingertipFK()(torch.tensor(qs)).numpy()
+    np.testing.assert_allclose(got, np.array(expected), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("mode", INPUT_MODES)
+def test_every_input_mode_runs_without_privileged_inputs(env_obs, mode):
+    obs, shapes = env_obs
+    model = StudentActorCritic.from_obs_shapes(shapes, 16, mode, StudentNetworkConfig()).eval()
+    student_obs = _student_only(obs)
+    mu = model(student_obs)
+    assert mu.shape == (8, 16) and torch.isfinite(mu).all()
+    assert model.act_inference(student_obs).abs().max() <= 1.0
+    # The mode's extra input really reaches the action (PenSpin's tactile modes crashed).
+    for key in ("tactile_hist", "obj_ends"):
+        changed = dict(student_obs, **{key: 1.0 - student_obs[key]})
+        assert torch.equal(model(changed), mu) != (key in model.input_shapes)
+
+
+def test_tactile_mode_needs_an_env_with_taxels():
+    shapes = {"obs": (96,), "proprio_hist": (30, 32), "obj_ends": (3, 6)}
+    with pytest.raises(ConfigError, match="env.obs.tactile=true"):
+        StudentActorCritic.from_obs_shapes(shapes, 16, "proprio-tactile", StudentNetworkConfig())
+
+
+def _labeller_oracle(obs: dict) -> OracleActorCritic:
+    """An oracle whose actions vary strongly with the state, as a trained one's do: normaliser
+    statistics from real observations and a full-size action head."""
+    oracle = OracleActorCritic(priv_dim=obs["priv_info"].shape[1])
+    torch.nn.init.normal_(oracle.mu.weight, std=0.1)
+    oracle.train()
+    oracle.act(obs)  # updates the normalisers
+    return oracle.eval()
+
+
+def test_bc_drives_the_l1_loss_down_on_a_fixed_dataset(tmp_path):
+    env = PenSpinEnv(TaskConfig(num_envs=8, num_threads=1))
+    cfg = StudentTrainConfig(horizon=16, num_minibatches=2, mini_epochs=10, logger="none",
+                             progress=False, fk_noise=0.0)
+    obs = env.reset()
+    trainer = StudentTrainer(env, cfg, _labeller_oracle(obs), run_dir=tmp_path)
+    trainer.obs = obs
+    inputs, labels, _, _ = trainer._collect()
+    env.close()
+
+    def l1() -> float:
+        trainer.model.eval()
+        with torch.no_grad():
+            return float((trainer.model.act_inference(inputs) - labels).abs().sum(-1).mean())
+
+    # The best constant action: a student that ignores its inputs cannot beat this.
+    constant = float((labels - labels.median(0).values).abs().sum(-1).mean())
+    assert constant > 1.0, "labels too easy to make the test meaningful"
+    initial = l1()
+    for _ in range(3):
+        trainer.fit(inputs, labels)
+    final = l1()
+    assert final < 0.5 * initial and final < 0.5 * constant, (initial, constant, final)
+
+
+def test_mismatched_or_wrong_kind_oracle_is_refused(oracle_ckpt, tmp_path, capsys):
+    no_tactile = TaskConfig(num_envs=4, num_threads=1, obs=ObsConfig(tactile=False))
+    oracle = OracleActorCritic(priv_dim=29)
+    fake = tmp_path / "oracle_no_tactile.pt"
+    save_checkpoint(fake, {"kind": "oracle", "config": {"env": to_dict(no_tactile)},
+                           "model_args": oracle.model_args, "model": oracle.state_dict()})
+    # By default the student's env is the oracle's own (+ student noise), so it fits ...
+    base = default_config(load_checkpoint(fake, "oracle"))
+    assert not base.env.obs.tactile and base.env.randomization.obs_noise_step == 0.01
+    # ... and turning taxels on gives a 61-d priv vector this oracle cannot read.
+    with pytest.raises(SystemExit) as exc:
+        main(["train-student", "--oracle", str(fake), "--run-dir", str(tmp_path / "a"),
+              "env.obs.tactile=true", *TINY])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "does not fit this env" in err and "priv_info: oracle expects (29,)" in err
+    assert "(61,)" in err
+
+    run = tmp_path / "student"
+    main(["train-student", "--oracle", str(oracle_ckpt), "--run-dir", str(run),
+          "train.max_env_steps=16", *TINY])
+    with pytest.raises(SystemExit):
+        main(["train-student", "--oracle", str(run / "last.pt"), "--run-dir", str(tmp_path / "b"),
+              *TINY])
+    assert "is a 'student' checkpoint, but a 'oracle' one is needed" in capsys.readouterr().err
+
+
+def test_train_student_cli_dagger_resume_is_exact(oracle_ckpt, tmp_path):
+    def train(run, *extra):
+        main(["train-student", "--run-dir", str(run), *extra, *TINY, "train.save_every=1"])
+
+    straight, split, dagger = tmp_path / "straight", tmp_path / "split", tmp_path / "dagger"
+    train(straight, "--oracle", str(oracle_ckpt), "train.max_env_steps=48")
+    train(split, "--oracle", str(oracle_ckpt), "train.max_env_steps=32")
+    train(split, "--resume", str(split / "last.pt"), "train.max_env_steps=48")
+    a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(split / "last.pt")
+    assert a["kind"] == "student" and a["counters"]["env_steps"] == b["counters"]["env_steps"] == 48
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert a["config"]["env"]["randomization"]["obs_noise_episode"] == 0.02
+    assert json.loads((straight / "config.json").read_text())["oracle"] == str(oracle_ckpt)
+    assert (straight / "best.pt").exists() and (straight / "git.txt").exists()
+
+    train(dagger, "--oracle", str(oracle_ckpt), "--dagger", "train.max_env_steps=16",
+          "train.input_mode=proprio-tactile-ends")
+    payload = load_checkpoint(dagger / "last.pt", "student")
+    assert payload["config"]["train"]["dagger"] is True
+    assert payload["model_args"]["input_mode"] == "proprio-tactile-ends"
+    # The oracle travels inside the checkpoint: resuming needs no --oracle.
+    train(dagger, "--resume", str(dagger / "last.pt"), "train.max_env_steps=32")
+    assert load_checkpoint(dagger / "last.pt")["counters"]["env_steps"] == 32
+
+
+def test_train_student_needs_an_oracle(capsys):
+    with pytest.raises(SystemExit):
+        main(["train-student"])
+    assert "needs --oracle" in capsys.readouterr().err
+    main(["train-student", "--keys"])
+    out = capsys.readouterr().out
+    assert "train.input_mode=proprio" in out and "env.randomization.obs_noise_step=0.01" in out
+
+
+def _random_student_ckpt(path, mode: str, shapes: dict, obs: dict) -> StudentActorCritic:
+    """A student with random weights and real normaliser statistics, saved as a checkpoint."""
+    torch.manual_seed(INPUT_MODES.index(mode))
+    model = StudentActorCritic.from_obs_shapes(shapes, 16, mode, StudentNetworkConfig())
+    model.update_normalizers(obs)
+    save_checkpoint(path, {"kind": "student", "config": to_dict(StudentRunConfig()),
+                           "model_args": model.model_args, "model": model.state_dict()})
+    return model.eval()
+
+
+@pytest.mark.parametrize("mode", INPUT_MODES)
+def test_exported_student_acts_like_the_trained_one(env_obs, tmp_path, mode):
+    obs, shapes = env_obs
+    model = _random_student_ckpt(tmp_path / "s.pt", mode, shapes, obs)
+    main(["export-student", "--checkpoint", str(tmp_path / "s.pt"), "--out", str(tmp_path / "x")])
+    meta = json.loads((tmp_path / "x" / "student.json").read_text())
+    assert meta["action_scale"] == pytest.approx(1 / 24) and meta["control_hz"] == 20
+    assert meta["joint_names"][4] == "thumb_0" and len(meta["joint_upper"]) == 16
+    deployed = DeployedStudent.load(tmp_path / "x")
+    deployed.reset()
+    expected = model.act_inference(obs)
+    extra = {k: obs[k] for k in ("tactile_hist", "obj_ends") if k in model.input_shapes}
+    for i in range(len(expected)):
+        got = deployed.act(obs["proprio_hist"][i], obs["obs"][i], obs["proprio_hist"][i, -1, :16],
+                           **{k: v[i] for k, v in extra.items()})
+        torch.testing.assert_close(got, expected[i], atol=1e-5, rtol=0)
+    if extra:
+        with pytest.raises(ValueError, match="needs"):
+            deployed.act(obs["proprio_hist"][0], obs["obs"][0], obs["proprio_hist"][0, -1, :16])
+
+
+def test_eval_runs_a_student_checkpoint(oracle_ckpt, tmp_path, capsys):
+    run = tmp_path / "student"
+    main(["train-student", "--oracle", str(oracle_ckpt), "--run-dir", str(run),
+          "train.max_env_steps=16", *TINY])
+    policy = load_policy(run / "last.pt")
+    assert policy.kind == "student" and policy.task.randomization.obs_noise_episode == 0.02
+    out = tmp_path / "eval.json"
+    main(["eval", "--checkpoint", str(run / "last.pt"), "--episodes", "2", "--out", str(out),
+          "episode_length=5", "num_threads=1"])
+    metrics = json.loads(out.read_text())
+    assert metrics["policy_kind"] == "student" and metrics["episodes"] == 2
