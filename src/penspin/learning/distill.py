@@ -9,35 +9,23 @@ the oracle's clamped actions with an L1 loss (sum over joints, mean over samples
 
 from __future__ import annotations
 
-import json
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from penspin.config import ConfigError, to_dict, validate
 from penspin.learning.checkpoint import (
     CheckpointError,
-    diff_keys,
     load_checkpoint,
     load_state_checked,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
 )
 from penspin.learning.networks import OracleActorCritic
 from penspin.learning.oracle_trainer import CHECKPOINT_KIND as ORACLE_KIND
-from penspin.learning.oracle_trainer import (
-    EpisodeStats,
-    _Logger,
-    git_description,
-    seed_everything,
-)
+from penspin.learning.runner import EpisodeStats, Runner, seed_everything
 from penspin.learning.student import INPUT_MODES, StudentActorCritic, StudentNetworkConfig
 
 CHECKPOINT_KIND = "student"
@@ -113,13 +101,15 @@ def check_oracle_fits(oracle: OracleActorCritic, env: Any, where: str = "oracle"
         )
 
 
-class StudentTrainer:
+class StudentTrainer(Runner):
     """Behaviour cloning (or DAgger) of an oracle into a :class:`StudentActorCritic`.
 
     ``oracle`` is an oracle checkpoint path or a loaded :class:`OracleActorCritic` (then
     ``oracle_path`` says where it came from, for the record). Single process: unlike the oracle
     trainer there is no torchrun path yet.
     """
+
+    kind = CHECKPOINT_KIND
 
     def __init__(
         self,
@@ -131,65 +121,35 @@ class StudentTrainer:
         oracle_path: str = "",
     ):
         validate(cfg)
-        self.env = env
-        self.cfg = cfg
-        self.device = torch.device(env.device)
         if not isinstance(oracle, OracleActorCritic):
             oracle_path = oracle_path or str(oracle)
             oracle = load_teacher(oracle)
         self.oracle_path = oracle_path
         check_oracle_fits(oracle, env, where=f"oracle {self.oracle_path}".strip())
+        super().__init__(
+            env, cfg, run_dir or Path("runs/student") / time.strftime("%Y%m%d-%H%M%S"),
+            resolved_config if resolved_config is not None else to_dict(cfg),
+            record={"oracle": self.oracle_path})
         self.oracle = oracle.to(self.device).eval()
-        self.run_dir = Path(run_dir or Path("runs/student") / time.strftime("%Y%m%d-%H%M%S"))
-        self.config = resolved_config if resolved_config is not None else to_dict(cfg)
         seed_everything(cfg.seed)
         self.model = StudentActorCritic.from_obs_shapes(
             env.obs_shapes, env.num_actions, cfg.input_mode, cfg.network).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate)
         self.episodes = EpisodeStats(env.num_envs, cfg.reward_window, self.device)
-        self.iteration = 0
-        self.env_steps = 0
         self.best_loss = math.inf
-        self.obs: dict[str, torch.Tensor] | None = None
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(
-            json.dumps({**self.config, "oracle": self.oracle_path}, indent=2) + "\n")
-        (self.run_dir / "git.txt").write_text(git_description(Path(__file__).parent))
 
-    def train(self) -> dict[str, float]:
-        """Train until ``max_env_steps``; returns the last iteration's logged scalars."""
-        cfg = self.cfg
-        if self.obs is None:
-            self.obs = self.env.reset()
-        per_iter = cfg.horizon * self.env.num_envs
-        logger = _Logger(cfg.logger, self.run_dir, self.config, cfg)
-        bar = tqdm(total=cfg.max_env_steps, initial=self.env_steps, unit="step",
-                   unit_scale=True, dynamic_ncols=True, disable=not cfg.progress)
-        scalars: dict[str, float] = {}
-        saved_at = self.iteration
-        try:
-            while self.env_steps < cfg.max_env_steps:
-                scalars = self._iteration()
-                self.iteration += 1
-                self.env_steps += per_iter
-                scalars["perf/env_steps_per_s"] = per_iter / scalars["time/iteration_s"]
-                bar.set_postfix(loss=f"{scalars['loss/heldout']:.3f}",
-                                reward=f"{scalars.get('episode/reward', math.nan):.2f}",
-                                refresh=False)
-                bar.update(per_iter)
-                logger.log(scalars, self.env_steps)
-                if scalars["loss/heldout"] < self.best_loss:
-                    self.best_loss = scalars["loss/heldout"]
-                    self.save(self.run_dir / "best.pt")
-                if self.iteration % cfg.save_every == 0:
-                    self.save(self.run_dir / "last.pt")
-                    saved_at = self.iteration
-            if saved_at != self.iteration:
-                self.save(self.run_dir / "last.pt")
-        finally:
-            bar.close()
-            logger.close()
-        return scalars
+    def steps_per_iteration(self) -> int:
+        return self.cfg.horizon * self.env.num_envs
+
+    def _postfix(self, scalars: dict[str, float]) -> dict[str, str]:
+        return {"loss": f"{scalars['loss/heldout']:.3f}",
+                "reward": f"{scalars.get('episode/reward', math.nan):.2f}"}
+
+    def _improved(self, scalars: dict[str, float]) -> bool:
+        if scalars["loss/heldout"] >= self.best_loss:
+            return False
+        self.best_loss = scalars["loss/heldout"]
+        return True
 
     def _collect(self) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, float], float]:
         """``horizon`` steps; returns student inputs, oracle labels, env logs and env time."""
@@ -250,71 +210,28 @@ class StudentTrainer:
         start = time.perf_counter()
         inputs, labels, log_sums, env_time = self._collect()
         rollout_end = time.perf_counter()
-        rollout_threads = torch.get_num_threads()
-        torch.set_num_threads(self.cfg.learn_threads)
-        try:
-            scalars = self.fit(inputs, labels)
-        finally:
-            torch.set_num_threads(rollout_threads)
+        scalars = self._learn(self.fit, inputs, labels)
         end = time.perf_counter()
         self.episodes.flush()
         scalars["policy/lr"] = self.cfg.learning_rate
         # Who drives decides whose episodes these are: the oracle's (BC) or the student's.
         scalars.update({f"episode/{k}": v for k, v in self.episodes.means().items()})
         scalars.update({f"env/{k}": v / self.cfg.horizon for k, v in log_sums.items()})
-        scalars["time/env_step_s"] = env_time
-        scalars["time/policy_s"] = rollout_end - start - env_time
-        scalars["time/learn_s"] = end - rollout_end
-        scalars["time/iteration_s"] = end - start
+        scalars.update(self.timing(start, env_time, rollout_end, end))
         return scalars
 
-    def checkpoint_payload(self) -> dict:
-        """Everything needed to continue bit for bit, the oracle's weights included, so a
-        resume does not depend on the oracle file staying where it was."""
-        get_state = getattr(self.env, "get_state", None)
+    def _extra_payload(self) -> dict:
+        """The oracle's weights go in too, so a resume does not need the oracle file."""
         return {
-            "kind": CHECKPOINT_KIND,
-            "config": self.config,
-            "model_args": self.model.model_args,
-            "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "counters": {"iteration": self.iteration, "env_steps": self.env_steps},
             "best_loss": self.best_loss,
-            "episodes": self.episodes.state_dict(),
-            "rng": rng_state(),
-            "env_state": get_state() if callable(get_state) else None,
             "obs": self.obs,
             "oracle": {"path": self.oracle_path, "model_args": self.oracle.model_args,
                        "model": self.oracle.state_dict()},
         }
 
-    def save(self, path: str | Path) -> Path:
-        return save_checkpoint(path, self.checkpoint_payload())
-
-    def resume(self, path: str | Path) -> None:
-        """Continue from a student checkpoint: weights, optimiser, counters, RNG, env."""
-        payload = load_checkpoint(path, expected_kind=CHECKPOINT_KIND)
-        diffs = diff_keys(payload["model_args"], self.model.model_args)
-        if diffs:
-            raise CheckpointError(
-                f"{path}: the checkpoint's student does not fit this env/config: "
-                + "; ".join(diffs))
-        load_state_checked(self.model, payload["model"])
+    def _restore_extra(self, payload: dict) -> None:
         self.optimizer.load_state_dict(payload["optimizer"])
-        self.iteration = payload["counters"]["iteration"]
-        self.env_steps = payload["counters"]["env_steps"]
         self.best_loss = payload["best_loss"]
-        self.episodes.load_state_dict(payload["episodes"])
-        self.obs = None
-        set_state = getattr(self.env, "set_state", None)
-        obs = payload["obs"]
-        if (callable(set_state) and payload["env_state"] is not None and obs is not None
-                and obs["obs"].shape[0] == self.env.num_envs):
-            set_rng_state(payload["rng"])
-            set_state(payload["env_state"])
-            self.obs = {k: v.to(self.device) for k, v in obs.items()}
-        else:
-            seed_everything(self.cfg.seed + 1000 * self.iteration)
-            warnings.warn("resuming without the env's state (env lacks get_state/set_state or "
-                          "num_envs changed): envs restart from reset, not bit for bit",
-                          stacklevel=2)
+
+
