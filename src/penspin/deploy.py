@@ -168,10 +168,6 @@ class DeployedStudent:
         net.load_state_dict(load_file(str(directory / "student.safetensors")))
         return cls(net, config)
 
-    def reset(self) -> None:
-        """Start of an episode. Nothing to clear: every history is an argument of :meth:`act`
-        (the caller owns it), so the network itself is stateless."""
-
     @torch.inference_mode()
     def act(self, proprio_hist, obs, q, tactile_hist=None, obj_ends=None) -> torch.Tensor:
         """One action [num_actions] from this step's inputs (array-likes, float, radians/m).
