@@ -81,7 +81,13 @@ def test_train_resume_and_eval_commands(tmp_path, capsys):
     released = load_checkpoint(slim, "oracle")
     assert "ppo" not in released and "env_state" not in released
     assert slim.stat().st_size < last.stat().st_size
-    main(["eval", "--checkpoint", str(slim), "--episodes", "1", "episode_length=2"])
+    both = tmp_path / "both.json"
+    main(["eval", "--checkpoint", str(last), str(slim), "--episodes", "2", "--out", str(both),
+          "episode_length=3"])
+    compared = json.loads(both.read_text())["policies"]
+    assert len(compared) == 2  # same weights, same episodes: identical metrics
+    assert compared[0]["time_to_fall_s"] == compared[1]["time_to_fall_s"]
+    assert "| policy | kind |" in capsys.readouterr().out
 
     png = tmp_path / "curves.png"
     main(["plot", str(run), "--out", str(png)])

@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export_student)
 
     p = sub.add_parser("eval", help="measure a checkpoint: time to fall, survival, rotation speed")
-    p.add_argument("--checkpoint", required=True, help="oracle or student .pt")
+    p.add_argument("--checkpoint", required=True, nargs="+",
+                   help="oracle or student .pt; several are compared on the same episodes")
     p.add_argument("--episodes", type=int, default=256, help="number of 20 s episodes")
     p.add_argument("--out", default="", help="write the metrics here as JSON")
     _add_overrides(p)

@@ -133,21 +133,44 @@ def format_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def comparison_table(results: list[dict]) -> str:
+    """Markdown: one row per policy, mean [95% interval] per metric."""
+    cols = [("time to fall (s)", "time_to_fall_s"), ("survival to 20 s", "survival_rate"),
+            ("rotation +z (rad/s)", "rotation_speed_rad_s"), ("turns", "total_rotation_turns"),
+            ("tilt (deg)", "tilt_deg")]
+    lines = ["| policy | kind | " + " | ".join(c for c, _ in cols) + " |",
+             "|---|---|" + "---|" * len(cols)]
+    for r in results:
+        cells = [f"{r[k]['mean']:.2f} [{r[k]['ci95'][0]:.2f}, {r[k]['ci95'][1]:.2f}]"
+                 for _, k in cols]
+        lines.append(f"| {r['checkpoint']} | {r['policy_kind']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(args) -> None:
+    """Evaluate one or more checkpoints on the same episodes (the first one's task settings)."""
     from penspin.learning.policy import load_policy
 
     if args.episodes < 1:
         raise SystemExit("penspin eval: --episodes must be >= 1")
     torch.set_num_threads(1)
-    policy = load_policy(args.checkpoint)
-    task = resolve(policy.task, args)
+    policies = [load_policy(path) for path in args.checkpoint]
+    task = resolve(policies[0].task, args)
     if task is None:
         return
-    metrics = evaluate(policy.act, task, args.episodes)
-    metrics["checkpoint"] = str(args.checkpoint)
-    metrics["policy_kind"] = policy.kind
-    print(format_table(metrics))
+    results = []
+    for policy in policies:
+        metrics = evaluate(policy.act, task, args.episodes)
+        metrics["checkpoint"] = policy.path
+        metrics["policy_kind"] = policy.kind
+        print(f"== {policy.path} ({policy.kind})")
+        print(format_table(metrics))
+        results.append(metrics)
+    if len(results) > 1:
+        print(comparison_table(results))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(metrics, indent=2) + "\n")
+        data = results[0] if len(results) == 1 else {"task": dataclasses.asdict(task),
+                                                     "policies": results}
+        Path(args.out).write_text(json.dumps(data, indent=2) + "\n")
         print(f"wrote {args.out}")
