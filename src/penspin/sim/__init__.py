@@ -1,0 +1,1 @@
+"""The simulated world: Allegro hand facts, the one MJCF scene, physics backends."""

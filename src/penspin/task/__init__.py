@@ -1,0 +1,1 @@
+"""The pen-spinning task: observations, reward, resets, randomisation, grasp cache."""
