@@ -303,7 +303,7 @@ def test_network_shapes_and_ablations(shapes, priv_in, has_points):
         assert model.priv_mlp[0].in_features == priv_in and model.priv_mlp[-1].out_features == 8
         assert not isinstance(model.priv_mlp[-1], torch.nn.ELU)
     assert all(torch.count_nonzero(m.bias) == 0 for m in model.modules() if hasattr(m, "bias"))
-    assert torch.equal(model.logstd, torch.zeros(16))
+    assert torch.allclose(model.logstd.exp(), torch.full((16,), NetworkConfig().init_sigma))
 
     obs = {k: torch.randn(5, *s) for k, s in shapes.items()}
     out = model.act(obs)

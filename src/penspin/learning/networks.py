@@ -29,7 +29,7 @@ class NetworkConfig:
     use_point_cloud: bool = True
     # Initial action std. PenSpin starts at 1.0, which with 8192 GPU envs is fine; with a few
     # hundred CPU envs such wild exploration drops the pen within ~0.35 s and learning stalls.
-    init_sigma: float = 1.0
+    init_sigma: float = 0.3
 
 
 def _mlp(in_dim: int, units: tuple[int, ...], final_act: bool) -> nn.Sequential:
@@ -61,7 +61,7 @@ class OracleActorCritic(nn.Module):
         actor_units: tuple[int, ...] = (512, 256, 128),
         priv_units: tuple[int, ...] = (256, 128, 8),
         point_units: tuple[int, ...] = (32, 32, 32),
-        init_sigma: float = 1.0,
+        init_sigma: float = 0.3,
     ):
         super().__init__()
         self.model_args = {
