@@ -117,7 +117,8 @@ def evaluate(policy_act, task: TaskConfig, episodes: int, progress: bool = True)
 
 
 def format_table(metrics: dict) -> str:
-    rows = [("time to fall (s)", "time_to_fall_s"), ("survival to 20 s", "survival_rate"),
+    rows = [("time to fall (s)", "time_to_fall_s"),
+            (f"survival to {metrics['horizon_s']:g} s", "survival_rate"),
             ("rotation speed +z (rad/s)", "rotation_speed_rad_s"),
             ("total rotation (rad)", "total_rotation_rad"),
             ("total rotation (turns)", "total_rotation_turns"), ("pen tilt (deg)", "tilt_deg")]
@@ -135,7 +136,8 @@ def format_table(metrics: dict) -> str:
 
 def comparison_table(results: list[dict]) -> str:
     """Markdown: one row per policy, mean [95% interval] per metric."""
-    cols = [("time to fall (s)", "time_to_fall_s"), ("survival to 20 s", "survival_rate"),
+    cols = [("time to fall (s)", "time_to_fall_s"),
+            (f"survival to {results[0]['horizon_s']:g} s", "survival_rate"),
             ("rotation +z (rad/s)", "rotation_speed_rad_s"), ("turns", "total_rotation_turns"),
             ("tilt (deg)", "tilt_deg")]
     lines = ["| policy | kind | " + " | ".join(c for c, _ in cols) + " |",
