@@ -26,15 +26,6 @@ from penspin.learning.ppo import PPOConfig
 SMALL_NET = NetworkConfig(actor_units=(64, 64), priv_units=(32, 8), point_units=(16, 16))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matmuls gain nothing from threads, and two threads on a busy 2-core box crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class ToyEnv:
     """Contextual bandit that follows the penspin env contract.
 

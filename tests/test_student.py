@@ -29,14 +29,6 @@ TINY = [*TINY_ENV, "train.horizon=4", "train.num_minibatches=1", "train.mini_epo
         "train.logger=none", "train.progress=false"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def oracle_ckpt(tmp_path_factory):
     run = tmp_path_factory.mktemp("oracle")
@@ -115,7 +107,7 @@ def test_bc_drives_the_l1_loss_down_on_a_fixed_dataset(tmp_path):
     obs = env.reset()
     trainer = StudentTrainer(env, cfg, _labeller_oracle(obs), run_dir=tmp_path)
     trainer.obs = obs
-    inputs, labels, _, _ = trainer._collect()
+    inputs, labels = trainer._collect()
     env.close()
 
     def l1() -> float:

@@ -151,28 +151,21 @@ class StudentTrainer(Runner):
         self.best_loss = scalars["loss/heldout"]
         return True
 
-    def _collect(self) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, float], float]:
-        """``horizon`` steps; returns student inputs, oracle labels, env logs and env time."""
+    def _collect(self) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """``horizon`` steps; returns the student inputs and the oracle's labels."""
         horizon, n = self.cfg.horizon, self.env.num_envs
         inputs = {k: torch.empty(horizon, n, *s, device=self.device)
                   for k, s in self.model.input_shapes.items()}
         labels = torch.empty(horizon, n, self.env.num_actions, device=self.device)
-        log_sums: dict[str, float] = {}
-        env_time = 0.0
+        self._begin_rollout()
         self.model.eval()
         for t in range(horizon):
             labels[t] = self.oracle.act_inference(self.obs)
             for k in inputs:
                 inputs[k][t] = self.obs[k]
-            actions = self.model.act_inference(self.obs) if self.cfg.dagger else labels[t]
-            start = time.perf_counter()
-            self.obs, rewards, dones, info = self.env.step(actions)
-            env_time += time.perf_counter() - start
-            self.episodes.step(rewards, dones, info.get("episode"))
-            for k, v in info.get("log", {}).items():
-                log_sums[k] = log_sums.get(k, 0.0) + float(v)
+            self._env_step(self.model.act_inference(self.obs) if self.cfg.dagger else labels[t])
         flat = {k: v.flatten(0, 1) for k, v in inputs.items()}
-        return flat, labels.flatten(0, 1), log_sums, env_time
+        return flat, labels.flatten(0, 1)
 
     def fit(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, float]:
         """Update normalisers once, then ``mini_epochs`` passes of L1 on clamped actions.
@@ -208,17 +201,13 @@ class StudentTrainer(Runner):
 
     def _iteration(self) -> dict[str, float]:
         start = time.perf_counter()
-        inputs, labels, log_sums, env_time = self._collect()
+        inputs, labels = self._collect()
         rollout_end = time.perf_counter()
         scalars = self._learn(self.fit, inputs, labels)
         end = time.perf_counter()
-        self.episodes.flush()
         scalars["policy/lr"] = self.cfg.learning_rate
         # Who drives decides whose episodes these are: the oracle's (BC) or the student's.
-        scalars.update({f"episode/{k}": v for k, v in self.episodes.means().items()})
-        scalars.update({f"env/{k}": v / self.cfg.horizon for k, v in log_sums.items()})
-        scalars.update(self.timing(start, env_time, rollout_end, end))
-        return scalars
+        return self._summary(scalars, start, rollout_end, end)
 
     def _extra_payload(self) -> dict:
         """The oracle's weights go in too, so a resume does not need the oracle file."""

@@ -111,22 +111,13 @@ class OracleTrainer(Runner):
 
     def _iteration(self) -> dict[str, float]:
         start = time.perf_counter()
-        env_time = 0.0
-        log_sums: dict[str, Any] = {}
-        horizon = self.cfg.ppo.horizon_length
-        for _ in range(horizon):
-            actions = self.ppo.act(self.obs)
-            t = time.perf_counter()
-            self.obs, rewards, dones, info = self.env.step(actions)
-            env_time += time.perf_counter() - t
+        self._begin_rollout()
+        for _ in range(self.cfg.ppo.horizon_length):
+            rewards, dones, info = self._env_step(self.ppo.act(self.obs))
             self.ppo.process_env_step(rewards, dones, info.get("time_outs"))
-            self.episodes.step(rewards, dones, info.get("episode"))
-            for k, v in info.get("log", {}).items():
-                log_sums[k] = log_sums.get(k, 0.0) + v
         rollout_end = time.perf_counter()
         stats = self._learn(self.ppo.update, self.obs)
         end = time.perf_counter()
-        self.episodes.flush()
         scalars = {
             "loss/actor": stats["actor_loss"],
             "loss/critic": stats["critic_loss"],
@@ -137,11 +128,7 @@ class OracleTrainer(Runner):
             "policy/lr": stats["lr"],
             "policy/sigma": self.model.logstd.detach().exp().mean(),
         }
-        scalars = {k: float(v) for k, v in scalars.items()}
-        scalars.update({f"episode/{k}": v for k, v in self.episodes.means().items()})
-        scalars.update({f"env/{k}": float(v) / horizon for k, v in log_sums.items()})
-        scalars.update(self.timing(start, env_time, rollout_end, end))
-        return scalars
+        return self._summary(scalars, start, rollout_end, end)
 
     def _extra_payload(self) -> dict:
         return {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import subprocess
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -263,10 +264,36 @@ class Runner:
         finally:
             torch.set_num_threads(rollout_threads)
 
-    @staticmethod
-    def timing(start: float, env_time: float, rollout_end: float, end: float) -> dict:
-        return {"time/env_step_s": env_time, "time/policy_s": rollout_end - start - env_time,
-                "time/learn_s": end - rollout_end, "time/iteration_s": end - start}
+    def _begin_rollout(self) -> None:
+        self._env_time = 0.0
+        self._log_sums: dict[str, float] = {}
+        self._rollout_steps = 0
+
+    def _env_step(self, actions: torch.Tensor):
+        """Step the env, timing it and folding its episodes and logs into this iteration's."""
+        t = time.perf_counter()
+        self.obs, rewards, dones, info = self.env.step(actions)
+        self._env_time += time.perf_counter() - t
+        self._rollout_steps += 1
+        self.episodes.step(rewards, dones, info.get("episode"))
+        for k, v in info.get("log", {}).items():
+            self._log_sums[k] = self._log_sums.get(k, 0.0) + float(v)
+        return rewards, dones, info
+
+    def _summary(self, scalars: dict, start: float, rollout_end: float, end: float) -> dict:
+        """Add episode means, per-step env logs and the time split to an iteration's scalars."""
+        self.episodes.flush()
+        scalars = {k: float(v) for k, v in scalars.items()}
+        scalars.update({f"episode/{k}": v for k, v in self.episodes.means().items()})
+        steps = max(self._rollout_steps, 1)
+        scalars.update({f"env/{k}": v / steps for k, v in self._log_sums.items()})
+        scalars.update({
+            "time/env_step_s": self._env_time,
+            "time/policy_s": rollout_end - start - self._env_time,
+            "time/learn_s": end - rollout_end,
+            "time/iteration_s": end - start,
+        })
+        return scalars
 
     def checkpoint_payload(self) -> dict:
         """Everything needed to continue this run bit for bit (single process)."""
