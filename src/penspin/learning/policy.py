@@ -11,6 +11,7 @@ import torch
 from penspin.config import from_dict
 from penspin.learning.checkpoint import CheckpointError, load_checkpoint, load_state_checked
 from penspin.learning.networks import OracleActorCritic
+from penspin.learning.student import StudentActorCritic
 from penspin.task.config import TaskConfig
 
 
@@ -29,26 +30,11 @@ def load_policy(path: str | Path, device: str = "cpu") -> Policy:
     kind = payload["kind"]
     env_cfg = payload.get("config", {}).get("env")
     task = from_dict(TaskConfig, env_cfg) if env_cfg is not None else TaskConfig()
-    if kind == "oracle":
-        model = OracleActorCritic(**payload["model_args"])
-        load_state_checked(model, payload["model"])
-        model = model.to(device).eval()
-
-        @torch.no_grad()
-        def act(obs: dict[str, torch.Tensor]) -> torch.Tensor:
-            return model.act_inference(obs)
-
-        return Policy(kind, act, task, str(path))
-    if kind == "student":
-        from penspin.learning.student import StudentActorCritic
-
-        student = StudentActorCritic(**payload["model_args"])
-        load_state_checked(student, payload["model"])
-        student = student.to(device).eval()
-
-        @torch.no_grad()
-        def act_student(obs: dict[str, torch.Tensor]) -> torch.Tensor:
-            return student.act_inference(obs)  # FK of the obs' newest noisy q inside
-
-        return Policy(kind, act_student, task, str(path))
-    raise CheckpointError(f"{path}: don't know how to run a {kind!r} checkpoint as a policy")
+    classes = {"oracle": OracleActorCritic, "student": StudentActorCritic}
+    if kind not in classes:
+        raise CheckpointError(f"{path}: don't know how to run a {kind!r} checkpoint as a policy")
+    model = classes[kind](**payload["model_args"])
+    load_state_checked(model, payload["model"])
+    model = model.to(device).eval()
+    # Both kinds act with clamp(mu); a student computes its fingertips by FK inside.
+    return Policy(kind, torch.no_grad()(model.act_inference), task, str(path))
