@@ -202,11 +202,7 @@ def _base_model() -> mujoco.MjModel:
 
 def load_model() -> mujoco.MjModel:
     """A fresh copy of the scene model (each env owns one so its parameters can differ)."""
-    return _copy_model(_base_model())
-
-
-def _copy_model(model: mujoco.MjModel) -> mujoco.MjModel:
-    return copy.copy(model)
+    return copy.copy(_base_model())
 
 
 def layout(model: mujoco.MjModel) -> SceneLayout:

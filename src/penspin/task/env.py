@@ -133,8 +133,8 @@ class PenSpinEnv:
         self.backend.ctrl[:] = ctrl.numpy()
         self._apply_pushes()
 
-        self.pen_pos_prev = self._pen_pos().clone()
-        self.pen_quat_prev = self._pen_quat().clone()
+        self.pen_pos_prev = self._pen_pos()  # float() of the float64 state: already a copy
+        self.pen_quat_prev = self._pen_quat()
         self.backend.step()
         self.progress += 1
 
@@ -169,7 +169,7 @@ class PenSpinEnv:
         info = {"time_outs": time_out & ~fell, "log": log}
         info["log"]["diverged"] = float(diverged.float().mean())
 
-        self._push_history(q)
+        self._push_history(q, ends)
         done_ids = done.nonzero().flatten()
         if len(done_ids):
             length = self.progress[done_ids].float()
@@ -181,7 +181,8 @@ class PenSpinEnv:
                 "fell": fell[done_ids].clone(),
             }
             self._reset_envs(done_ids)
-        self._obs = self._observe()
+        # Resets moved some pens: only then must the point cloud be recomputed.
+        self._obs = self._observe(None if len(done_ids) else points)
         return self._obs, reward, done, info
 
     # Resets -----------------------------------------------------------------------------------
@@ -221,7 +222,7 @@ class PenSpinEnv:
         q_noisy = self._noisy_q(q, ids)
         self.proprio_hist[ids] = torch.cat([q_noisy, target], 1)[:, None]
         self.tactile_hist[ids] = self.tactile[ids][:, None]
-        self.ends_hist[ids] = self._noisy_ends(ids)[:, None]
+        self.ends_hist[ids] = self._noisy_ends(self._pen_ends()[ids])[:, None]
 
     def _apply_env_params(self, ids: torch.Tensor) -> None:
         idx = ids.numpy()
@@ -289,8 +290,8 @@ class PenSpinEnv:
         pos = self._pen_pos()
         return torch.stack([pos + offset, pos - offset], 1)
 
-    def _noisy_ends(self, ids: torch.Tensor | None = None) -> torch.Tensor:
-        ends = self._pen_ends() if ids is None else self._pen_ends()[ids]
+    def _noisy_ends(self, ends: torch.Tensor) -> torch.Tensor:
+        """Pen ends relative to the palm with a camera's uniform noise, flattened to 6."""
         noise = self.cfg.obs.ends_noise
         noisy = ends - PALM_ORIGIN + _uniform(self.gen, -noise, noise, *ends.shape)
         return noisy.reshape(len(noisy), 6)
@@ -314,14 +315,17 @@ class PenSpinEnv:
         drop = torch.rand(fresh.shape, generator=self.gen) < oc.tactile_dropout
         self.tactile = torch.where(drop, torch.zeros_like(reading), reading)
 
-    def _push_history(self, q: torch.Tensor) -> None:
+    def _push_history(self, q: torch.Tensor, ends: torch.Tensor) -> None:
         entry = torch.cat([self._noisy_q(q), self.targets], 1)
         self.proprio_hist = torch.cat([self.proprio_hist[:, 1:], entry[:, None]], 1)
         self.tactile_hist = torch.cat([self.tactile_hist[:, 1:], self.tactile[:, None]], 1)
-        self.ends_hist = torch.cat([self.ends_hist[:, 1:], self._noisy_ends()[:, None]], 1)
+        self.ends_hist = torch.cat([self.ends_hist[:, 1:], self._noisy_ends(ends)[:, None]], 1)
 
-    def _observe(self) -> dict[str, torch.Tensor]:
-        """Every observation group, all from the current state (never the previous episode)."""
+    def _observe(self, points: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Every observation group, all from the current state (never the previous episode).
+
+        ``points``: this state's point cloud if the caller already has it.
+        """
         tips = self._fingertips()
         priv = [self._pen_pos(), self.pen_scale[:, None], self.pen_mass[:, None],
                 self.pen_friction[:, None], self.pen_com, self._pen_quat(), self.pen_angvel, tips,
@@ -337,7 +341,7 @@ class PenSpinEnv:
             "obj_ends": self.ends_hist.clone(),
         }
         if self.cfg.obs.point_cloud:
-            obs["point_cloud"] = self._point_cloud()
+            obs["point_cloud"] = self._point_cloud() if points is None else points
         if self.cfg.obs.tactile:
             obs["tactile_hist"] = self.tactile_hist.clone()
         return obs
