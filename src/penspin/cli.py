@@ -61,7 +61,27 @@ def _cmd_export_student(args) -> None:
 
 
 def _cmd_eval(args) -> None:
+    import penspin.viz.gl  # noqa: F401  (headless GL before mujoco loads: camera students)
     from penspin.evaluation.evaluate import main
+
+    main(args)
+
+
+def _cmd_export_replay(args) -> None:
+    from penspin.replay.trajectories import main
+
+    main(args)
+
+
+def _cmd_replay(args) -> None:
+    import penspin.viz.gl  # noqa: F401  (headless GL before mujoco loads: check videos)
+    from penspin.replay.replay import main
+
+    main(args)
+
+
+def _cmd_finetune(args) -> None:
+    from penspin.finetune.run import main
 
     main(args)
 
@@ -133,8 +153,44 @@ def build_parser() -> argparse.ArgumentParser:
                    help="oracle or student .pt; several are compared on the same episodes")
     p.add_argument("--episodes", type=int, default=256, help="number of 20 s episodes")
     p.add_argument("--out", default="", help="write the metrics here as JSON")
+    p.add_argument("--robot", default="", choices=("", "proxy", "ros2"),
+                   help="evaluate on a robot backend instead of the training simulation")
+    p.add_argument("--trajectories", default="",
+                   help="with --robot: trials start from these trajectories' start states; "
+                        "'replay' as a checkpoint plays them open loop")
     _add_overrides(p)
     p.set_defaults(func=_cmd_eval)
+    p = sub.add_parser("export-replay",
+                       help="step 3a: save oracle trajectories to replay open loop on a robot")
+    p.add_argument("--oracle", required=True, help="oracle .pt")
+    p.add_argument("--out", required=True, help="trajectory file (.npz)")
+    p.add_argument("--pickle-dir", default="",
+                   help="also write {'position': [T, 16]} pickles for the original's replay")
+    _add_overrides(p)
+    p.set_defaults(func=_cmd_export_replay)
+
+    p = sub.add_parser("replay", help="step 3b: replay trajectories on a robot, keep successes "
+                                      "in real_data.h5")
+    p.add_argument("--robot", default="proxy", choices=("proxy", "ros2"),
+                   help="proxy: the proxy-real MuJoCo world; ros2: a real Allegro hand")
+    p.add_argument("--trajectories", required=True, help="file from penspin export-replay")
+    p.add_argument("--out-dir", default="real_data", help="folder for real_data.h5, videos, log")
+    _add_overrides(p)
+    p.set_defaults(func=_cmd_replay)
+
+    p = sub.add_parser("finetune", help="step 4: train a student further on real_data.h5")
+    p.add_argument("--real-dataset-folder", required=True, help="folder with real_data.h5")
+    p.add_argument("--checkpoint-path", default="",
+                   help="student .pt to start from (empty: a fresh student, 'no pretrain')")
+    p.add_argument("--run-dir", default="runs/finetune", help="folder for logs and checkpoints")
+    p.add_argument("--num-epochs", type=int, default=None, help="= train.epochs")
+    p.add_argument("--real-batch-size", type=int, default=None, help="= train.batch_size")
+    p.add_argument("--lr", type=float, default=None, help="= train.learning_rate")
+    p.add_argument("--val-ratio", type=float, default=None, help="= train.val_ratio")
+    p.add_argument("--seed", type=int, default=None, help="= train.seed")
+    _add_overrides(p)
+    p.set_defaults(func=_cmd_finetune)
+
     p = sub.add_parser("release", help="copy a checkpoint without optimiser/RNG/env state")
     p.add_argument("src", help="a training checkpoint, e.g. runs/oracle/best.pt")
     p.add_argument("dst", help="where to write the slim copy")

@@ -153,6 +153,13 @@ def main(args) -> None:
     """Evaluate one or more checkpoints on the same episodes (the first one's task settings)."""
     from penspin.learning.policy import load_policy
 
+    # ``--checkpoint A.pt B.pt key=value``: overrides after the list land in it; move them.
+    args.overrides = [*args.overrides, *(c for c in args.checkpoint if "=" in c)]
+    args.checkpoint = [c for c in args.checkpoint if "=" not in c]
+    if getattr(args, "robot", ""):
+        from penspin.evaluation.robot_eval import main as robot_main
+
+        return robot_main(args)
     if args.episodes < 1:
         raise SystemExit("penspin eval: --episodes must be >= 1")
     torch.set_num_threads(1)

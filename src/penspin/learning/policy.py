@@ -23,6 +23,7 @@ class Policy:
     act: Callable[[dict[str, torch.Tensor]], torch.Tensor]
     task: TaskConfig
     path: str
+    model: torch.nn.Module
 
 
 def load_policy(path: str | Path, device: str = "cpu") -> Policy:
@@ -37,4 +38,4 @@ def load_policy(path: str | Path, device: str = "cpu") -> Policy:
     load_state_checked(model, payload["model"])
     model = model.to(device).eval()
     # Both kinds act with clamp(mu); a student computes its fingertips by FK inside.
-    return Policy(kind, torch.no_grad()(model.act_inference), task, str(path))
+    return Policy(kind, torch.no_grad()(model.act_inference), task, str(path), model)

@@ -46,6 +46,8 @@ class TerminationConfig:
 @dataclass(frozen=True)
 class RandomizationConfig:
     pen_scales: tuple[float, ...] = (0.28, 0.29)  # which cache rows (base scales) to start from
+    pen_length: tuple[float, ...] = ()  # (low, high) m: only cache rows with such pens (replay)
+    pen_radius: tuple[float, ...] = ()  # (low, high) m
     mass: tuple[float, ...] = (0.01, 0.02)
     com: float = 0.001
     friction: tuple[float, ...] = (0.3, 3.0)
@@ -93,6 +95,10 @@ class TaskConfig:
             raise ConfigError(f"episode_length must be >= 1, got {self.episode_length}")
         if self.obs.history_len < 3:
             raise ConfigError("obs.history_len must be >= 3 (the actor reads the last 3 steps)")
+        for name in ("pen_length", "pen_radius"):
+            lo_hi = getattr(self.randomization, name)
+            if lo_hi and (len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]):
+                raise ConfigError(f"randomization.{name} must be () or (low, high), got {lo_hi}")
         for name in ("mass", "friction", "restitution", "kp", "kd"):
             lo_hi = getattr(self.randomization, name)
             if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:

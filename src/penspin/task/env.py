@@ -63,7 +63,8 @@ class PenSpinEnv:
         self.dt = cfg.control_dt
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.cache = {k: torch.from_numpy(v.astype(np.float32)) for k, v in grasps.load_cache(
-            cfg.grasp_cache, cfg.randomization.pen_scales).items()}
+            cfg.grasp_cache, cfg.randomization.pen_scales, cfg.randomization.pen_length,
+            cfg.randomization.pen_radius).items()}
         self.backend = CpuBackend(n, cfg.substeps, cfg.num_threads, cfg.physics_dt)
         self.layout = self.backend.layout
         self._probe = mujoco.MjData(self.backend.model)
@@ -125,9 +126,7 @@ class PenSpinEnv:
                              f"got {tuple(actions.shape)}")
         cfg, rc = self.cfg, self.cfg.randomization
         n = self.num_envs
-        actions = actions.detach().to(torch.float32).clamp(-1.0, 1.0)
-        self.targets = torch.minimum(torch.maximum(
-            self.targets + cfg.action_scale * actions, self.lower), self.upper)
+        self.targets = self.next_targets(actions)
         step_noise = torch.randn(n, cfg.substeps, 16, generator=self.gen) * rc.action_noise_step
         ctrl = self.targets[:, None] + self.action_noise_e[:, None] + step_noise
         self.backend.ctrl[:] = ctrl.numpy()
@@ -184,6 +183,12 @@ class PenSpinEnv:
         # Resets moved some pens: only then must the point cloud be recomputed.
         self._obs = self._observe(None if len(done_ids) else points)
         return self._obs, reward, done, info
+
+    def next_targets(self, actions: torch.Tensor) -> torch.Tensor:
+        """The absolute joint targets ``actions`` lead to from the current ones."""
+        actions = actions.detach().to(torch.float32).clamp(-1.0, 1.0)
+        return torch.minimum(torch.maximum(self.targets + self.cfg.action_scale * actions,
+                                           self.lower), self.upper)
 
     # Resets -----------------------------------------------------------------------------------
     def _reset_envs(self, ids: torch.Tensor) -> None:

@@ -68,8 +68,10 @@ def default_cache_path() -> Path:
     return Path(str(resources.files("penspin") / "assets" / "grasp_cache.npz"))
 
 
-def load_cache(path: str | Path = "", scales: tuple[float, ...] | None = None) -> dict:
-    """Load a cache file, keeping rows whose base scale is in ``scales``."""
+def load_cache(path: str | Path = "", scales: tuple[float, ...] | None = None,
+               length: tuple[float, ...] = (), radius: tuple[float, ...] = ()) -> dict:
+    """Load a cache file, keeping rows whose base scale is in ``scales`` and whose pen length and
+    radius (m) lie in the ``(low, high)`` ranges given (empty: any)."""
     path = Path(path) if path else default_cache_path()
     if not path.exists():
         raise FileNotFoundError(
@@ -87,7 +89,16 @@ def load_cache(path: str | Path = "", scales: tuple[float, ...] | None = None) -
             have = sorted({round(float(s), 4) for s in base})
             raise ConfigError(f"grasp cache {path} has no rows for scales {scales}; it has {have}")
         cache = {k: v[keep] for k, v in cache.items()}
-    return cache
+    keep = np.ones(len(cache["q"]), dtype=bool)
+    for key, bounds in (("length", length), ("radius", radius)):
+        if bounds:
+            keep &= (cache[key] >= bounds[0]) & (cache[key] <= bounds[1])
+    if not keep.any():
+        raise ConfigError(f"grasp cache {path} has no pen with length in {length or 'any'} and "
+                          f"radius in {radius or 'any'} (it has lengths "
+                          f"{cache['length'].min():.3f}-{cache['length'].max():.3f} m, radii "
+                          f"{cache['radius'].min():.4f}-{cache['radius'].max():.4f} m)")
+    return {k: v[keep] for k, v in cache.items()}
 
 
 def sample_pen_sizes(rng: np.random.Generator, base_scale: np.ndarray, scale_range: float):

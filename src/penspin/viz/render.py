@@ -1,42 +1,29 @@
 """Headless MP4 of one env driven by a policy, plus the numbers that say how well it spun.
 
-MuJoCo binds its OpenGL backend when ``mujoco`` is first imported, so this module picks a
-headless one (``MUJOCO_GL``: kept if the user set it, else EGL, else OSMesa) before anything
-imports ``mujoco``; import it first in processes that render.
+MuJoCo binds its OpenGL backend when ``mujoco`` is first imported; this module selects a
+headless one (``penspin.viz.gl``) first, so import it first in processes that render.
 """
 
 from __future__ import annotations
 
-import ctypes.util
+# Imported first for its side effect: a headless GL backend, chosen before mujoco loads.
+from penspin.viz import gl  # noqa: F401
+
+# isort: split
+import dataclasses
+import math
 import os
-import sys
+from collections.abc import Callable
+from pathlib import Path
 
+import mujoco
+import numpy as np
+import torch
 
-def _select_gl_backend() -> None:
-    """Keep the user's MUJOCO_GL, else use the first headless GL library this machine has."""
-    if os.environ.get("MUJOCO_GL") or "mujoco" in sys.modules:
-        return
-    for backend, library in (("egl", "EGL"), ("osmesa", "OSMesa")):
-        if ctypes.util.find_library(library):
-            os.environ["MUJOCO_GL"] = backend
-            return
-
-
-_select_gl_backend()
-
-import dataclasses  # noqa: E402
-import math  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import mujoco  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from penspin.config import ConfigError  # noqa: E402
-from penspin.sim import scene  # noqa: E402
-from penspin.task.config import TaskConfig  # noqa: E402
-from penspin.task.env import PenSpinEnv  # noqa: E402
+from penspin.config import ConfigError
+from penspin.sim import scene
+from penspin.task.config import TaskConfig
+from penspin.task.env import PenSpinEnv
 
 Policy = Callable[[dict], "torch.Tensor | np.ndarray"]
 

@@ -1,0 +1,1 @@
+"""Step 4: a student trained further on real (or proxy-real) replay data."""

@@ -1,0 +1,175 @@
+"""``penspin replay``: play oracle trajectories open loop on a robot and keep the successes.
+
+Each trial starts from its trajectory's start state (the proxy places the pen with a person's
+error; a real hand asks the person to place it), plays the absolute targets at the robot's
+control rate, and is judged (proxy: from the pen pose; real hand: the person says). Successes are
+appended to ``real_data.h5`` in the original's layout (with cameras, ``real_data_full.h5`` too),
+one atomic append each, so a replay killed at any moment leaves every earlier demo readable.
+A check video per trial and ``replay_log.json`` (verdicts, rotation, loop timing) sit beside.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from penspin.config import ConfigError
+from penspin.learning.kinematics import FingertipFK
+from penspin.replay import dataset
+from penspin.replay.trajectories import Trajectories
+from penspin.robot.controllers import OpenLoop
+from penspin.robot.factory import EndsTracker, RobotConfig, open_robot
+from penspin.robot.proxy import pens_named
+from penspin.robot.trial import AskJudge, PoseJudge, run_trial
+
+
+@dataclass(frozen=True)
+class ReplaySettings:
+    pens: str = "collect"  # trajectories of these pens are replayed ('all', 'collect', names)
+    repeats: int = 1  # each trajectory is tried this many times (new placement each time)
+    batch: int = 64  # proxy hands stepped side by side
+    max_demos: int = 0  # stop appending after this many successes (0: keep all)
+    steps: int = 0  # play only the first steps of each trajectory (0: all)
+    min_rotation: float = 2 * math.pi  # rad about +z a success must reach before any drop
+    drop_margin: float = 1.0  # s cut before a drop from what is kept
+    video_fps: float = 2.0  # check video frame rate (0: none); the original's was 1
+    camera: bool = False  # record RGB-D, point cloud and pen ends into real_data_full.h5
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    replay: ReplaySettings = field(default_factory=ReplaySettings)
+    robot: RobotConfig = field(default_factory=RobotConfig)
+
+
+class CheckVideos:
+    """Frames of every hand at ``fps``; one MP4 per trial, named by its verdict."""
+
+    def __init__(self, robot, fps: float, camera=None):
+        self.every = max(1, round(robot.control_hz / fps))
+        self.fps = fps
+        self.camera = camera
+        self.frames: list[np.ndarray] = []
+
+    def __call__(self, robot, t: int) -> None:
+        if t % self.every == 0:
+            frame = self.camera.frame if self.camera is not None else robot.camera()
+            self.frames.append(frame.rgb.copy())
+
+    def write(self, folder: Path, names: list[str]) -> None:
+        import imageio.v2 as imageio
+
+        folder.mkdir(parents=True, exist_ok=True)
+        stack = np.stack(self.frames, 1)  # [n, F, H, W, 3]
+        for frames, name in zip(stack, names, strict=True):
+            imageio.mimwrite(folder / f"{name}.mp4", list(frames), fps=self.fps, macro_block_size=1)
+
+
+def _camera_logger(tracker: EndsTracker):
+    def record(robot) -> dict:
+        ends = tracker(robot)
+        frame = tracker.frame
+        return {"rgb_ori": frame.rgb, "rgb_c2d": frame.rgb, "depth": frame.depth.astype(np.float32),
+                "pc": tracker.points.astype(np.float32),
+                "obj_ends": ends.reshape(-1, 2, 3).astype(np.float32)}
+    return record
+
+
+def replay(traj: Trajectories, kind: str, cfg: ReplayConfig, out_dir: str | Path,
+           progress: bool = True) -> dict:
+    """Replay every selected trajectory ``repeats`` times; returns the log written to JSON."""
+    rs = cfg.replay
+    if rs.repeats < 1 or rs.batch < 1:
+        raise ConfigError("replay.repeats and replay.batch must be >= 1")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = {p.name for p in pens_named(rs.pens)}
+    ids = np.flatnonzero(np.isin(traj.pen_name, sorted(wanted)))
+    if not len(ids):
+        raise ConfigError(f"{traj.meta.get('oracle', 'the file')}: no trajectory for pens "
+                          f"{rs.pens!r}; it has {sorted(set(traj.pen_name.tolist()))}")
+    trials = np.tile(ids, rs.repeats)
+    steps = traj.targets.shape[1] if rs.steps <= 0 else min(rs.steps, traj.targets.shape[1])
+    batch = rs.batch if kind == "proxy" else 1
+    fk = FingertipFK()
+    records, timing = [], []
+    kept = dataset.demo_count(out / dataset.FILE_NAME)
+    bar = tqdm(total=len(trials), desc=f"replay on {kind}", unit="trial", disable=not progress)
+    for b, start in enumerate(range(0, len(trials), batch)):
+        sel = trials[start:start + batch]
+        part = traj.subset(sel)
+        with open_robot(kind, cfg.robot, part.pen_name.tolist(), seed_offset=b) as robot:
+            judge = (PoseJudge(robot, rs.min_rotation, rs.drop_margin) if kind == "proxy"
+                     else AskJudge(robot))
+            tracker = EndsTracker(cfg.robot.ends, robot.num_hands) if rs.camera else None
+            videos = CheckVideos(robot, rs.video_fps, tracker) if rs.video_fps > 0 else None
+            log = run_trial(robot, OpenLoop(part.targets[:, :steps]), part.start_state(), steps,
+                            judge, camera_fn=_camera_logger(tracker) if tracker else None,
+                            frame_fn=videos)
+        if isinstance(judge, AskJudge):
+            judge.decide()
+        ok = judge.success()
+        first, end = judge.kept_window()
+        names = []
+        for h, traj_id in enumerate(sel):
+            trial = start + h
+            rec = {"trial": int(trial), "trajectory": int(traj_id), "pen": str(part.pen_name[h]),
+                   "success": bool(ok[h]), "kept_steps": int(end[h] - first[h])}
+            if isinstance(judge, PoseJudge):
+                rec.update(rotation_rad=float(judge.rotation[h]), dropped=bool(judge.dropped[h]),
+                           held_s=float(judge.held_seconds()[h]))
+            if ok[h] and (rs.max_demos <= 0 or kept < rs.max_demos):
+                rec["demo"] = _append(out, log, h, slice(first[h], end[h]), fk, rs.camera)
+                kept += 1
+            records.append(rec)
+            names.append(f"trial_{trial:04d}_{part.pen_name[h]}_{'ok' if ok[h] else 'fail'}")
+        if videos is not None:
+            videos.write(out / "videos", names)
+        timing.append(log.timing())
+        bar.update(len(sel))
+        bar.set_postfix(kept=kept, success=f"{np.mean([r['success'] for r in records]):.2f}")
+    bar.close()
+    summary = {
+        "robot": kind, "trials": len(records),
+        "success_rate": float(np.mean([r["success"] for r in records])),
+        "demos_in_file": kept, "control_hz": robot.control_hz,
+        "timing_s": {k: {s: float(np.median([t[k][s] for t in timing])) for s in ("median", "p99")}
+                     for k in ("period", "compute")},
+        "robot_shift": robot.describe() if hasattr(robot, "describe") else {},
+        "config": dataclasses.asdict(cfg), "records": records,
+    }
+    (out / "replay_log.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _append(out: Path, log, h: int, window: slice, fk: FingertipFK, camera: bool) -> str:
+    qpos, target = log.qpos[h, window], log.target[h, window]
+    tips = fk(torch.from_numpy(qpos)).numpy()
+    name = dataset.append_demo(out / dataset.FILE_NAME, qpos, target, tips)
+    if camera:
+        extras = {k: np.stack([step[h] for step in v])[window] for k, v in log.camera.items()}
+        dataset.append_demo(out / dataset.FULL_FILE_NAME, qpos, target, tips, extras)
+    return name
+
+
+def main(args) -> None:
+    from penspin.cli_support import resolve
+
+    cfg = resolve(ReplayConfig(), args)
+    if cfg is None:
+        return
+    torch.set_num_threads(1)
+    traj = Trajectories.load(args.trajectories)
+    summary = replay(traj, args.robot, cfg, args.out_dir)
+    t = summary["timing_s"]
+    print(f"{summary['trials']} trials, success {summary['success_rate']:.2f}; "
+          f"{summary['demos_in_file']} demos in {Path(args.out_dir) / dataset.FILE_NAME}; "
+          f"loop period median {t['period']['median'] * 1e3:.1f} ms, "
+          f"p99 {t['period']['p99'] * 1e3:.1f} ms (budget {1e3 / summary['control_hz']:.1f} ms)")

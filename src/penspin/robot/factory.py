@@ -1,0 +1,68 @@
+"""Build a ``HandRobot`` backend by name from one config tree (``robot.*`` overrides)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from penspin.config import ConfigError
+from penspin.robot.camera import EndsPipelineConfig, pen_ends_from_frame
+from penspin.robot.interface import HandRobot
+from penspin.robot.proxy import PENS_BY_NAME, ProxyConfig
+from penspin.robot.ros2 import Ros2Config
+from penspin.robot.safety import SafetyLimits
+
+ROBOTS = ("proxy", "ros2")
+
+
+@dataclass(frozen=True)
+class RobotConfig:
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    ros2: Ros2Config = field(default_factory=Ros2Config)
+    limits: SafetyLimits = field(default_factory=SafetyLimits)
+    ends: EndsPipelineConfig = field(default_factory=EndsPipelineConfig)
+    camera_width: int = 96
+    camera_height: int = 72
+
+
+def open_robot(kind: str, cfg: RobotConfig, pen_names: list[str] | None = None,
+               seed_offset: int = 0) -> HandRobot:
+    """``proxy``: one simulated hand per entry of ``pen_names``; ``ros2``: the one real hand."""
+    if kind == "proxy":
+        from penspin.robot.proxy import ProxyRobot
+
+        pens = [PENS_BY_NAME[name] for name in pen_names or []]
+        proxy = dataclasses.replace(cfg.proxy, seed=cfg.proxy.seed + seed_offset)
+        return ProxyRobot(pens, proxy, cfg.limits,
+                          camera_size=(cfg.camera_width, cfg.camera_height))
+    if kind == "ros2":
+        from penspin.robot.ros2 import Ros2Robot
+
+        return Ros2Robot(cfg.ros2, cfg.limits)
+    raise ConfigError(f"unknown robot {kind!r}; choose from {ROBOTS}")
+
+
+class EndsTracker:
+    """Pen ends (world frame) from the robot's camera, each end keeping its identity from frame
+    to frame; a lost frame repeats the last estimate, as a tracker would."""
+
+    def __init__(self, cfg: EndsPipelineConfig, num_hands: int):
+        self.cfg = cfg
+        self.rng = np.random.default_rng(cfg.seed)
+        self.last = np.full((num_hands, 2, 3), np.nan)
+        self.points: np.ndarray | None = None
+
+    def __call__(self, robot: HandRobot) -> np.ndarray:
+        """Ends [n, 6] relative to the palm, the student's ``obj_ends`` entry."""
+        frame = robot.camera()
+        self.frame = frame
+        pcs = []
+        for i in range(robot.num_hands):
+            got = pen_ends_from_frame(frame, i, self.cfg, self.rng, self.last[i])
+            if got.ok:
+                self.last[i] = got.ends
+            pcs.append(got.points)
+        self.points = np.stack(pcs)
+        return np.nan_to_num(self.last).reshape(robot.num_hands, 6)
