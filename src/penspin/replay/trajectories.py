@@ -25,6 +25,7 @@ from penspin.config import ConfigError, UserFacingError
 from penspin.robot.interface import StartState
 from penspin.robot.proxy import ProxyPen, pens_named
 from penspin.task.config import TaskConfig
+from penspin.task.grasps import load_cache
 
 LENGTH_TOL = 0.006  # m: cache rows within this of the pen's length count as that pen
 RADIUS_TOL = 0.001
@@ -113,17 +114,24 @@ class Trajectories:
         return paths
 
 
-def rollout_pen(act, task: TaskConfig, pen: ProxyPen, cfg: ExportConfig, seed: int) -> dict:
-    """One batch of oracle episodes on pens shaped like ``pen``; keeps the successful ones."""
-    from penspin.task.env import PenSpinEnv
-
+def pen_task(task: TaskConfig, pen: ProxyPen, pushes: bool) -> TaskConfig:
+    """The oracle's task restricted to start states of pens shaped like ``pen``."""
     rc = dataclasses.replace(
         task.randomization,
         pen_length=(pen.length - LENGTH_TOL, pen.length + LENGTH_TOL),
         pen_radius=(pen.radius - RADIUS_TOL, pen.radius + RADIUS_TOL),
-        force_prob=task.randomization.force_prob if cfg.pushes else 0.0)
+        force_prob=task.randomization.force_prob if pushes else 0.0)
+    # Fails now, not after minutes of rollouts, when the cache has no such pen.
+    load_cache(task.grasp_cache, rc.pen_scales, rc.pen_length, rc.pen_radius)
+    return dataclasses.replace(task, randomization=rc)
+
+
+def rollout_pen(act, task: TaskConfig, cfg: ExportConfig, seed: int) -> dict:
+    """One batch of oracle episodes of ``task``; keeps the successful ones."""
+    from penspin.task.env import PenSpinEnv
+
     env = PenSpinEnv(dataclasses.replace(task, num_envs=cfg.candidates, seed=seed,
-                                         episode_length=cfg.steps, randomization=rc))
+                                         episode_length=cfg.steps))
     obs = env.reset()
     start = {"start_q": env.init_q.clone(), "start_target": env.targets.clone(),
              "pen_pos": env._pen_pos(), "pen_quat": env._pen_quat()}
@@ -150,14 +158,14 @@ def rollout_pen(act, task: TaskConfig, pen: ProxyPen, cfg: ExportConfig, seed: i
 def export(policy, cfg: ExportConfig, progress: bool = True) -> Trajectories:
     cfg.check()
     pens = pens_named(cfg.pens)
+    tasks = [pen_task(policy.task, pen, cfg.pushes) for pen in pens]
     parts: dict[str, list] = {}
     bar = tqdm(total=cfg.per_pen * len(pens), desc="export-replay", unit="traj",
                disable=not progress)
     for k, pen in enumerate(pens):
         found = 0
         for attempt in range(cfg.max_tries):
-            got = rollout_pen(policy.act, policy.task, pen, cfg,
-                              cfg.seed + 1000 * k + attempt)
+            got = rollout_pen(policy.act, tasks[k], cfg, cfg.seed + 1000 * k + attempt)
             take = min(cfg.per_pen - found, len(got["targets"]))
             for key, value in got.items():
                 parts.setdefault(key, []).append(value[:take])

@@ -35,8 +35,10 @@ class PolicyController:
 
     def __init__(self, act: Callable[[dict], torch.Tensor], action_scale: float,
                  history_len: int = 30, ends_len: int = 3, use_touch: bool = False,
-                 use_ends: bool = False, ends_fn: Callable | None = None):
-        """``ends_fn(robot)`` gives pen ends relative to the palm [n, 6] (a camera tracker)."""
+                 use_ends: bool = False, ends_fn: Callable | None = None,
+                 privileged_fn: Callable | None = None):
+        """``ends_fn(robot)`` gives pen ends relative to the palm [n, 6] (a camera tracker);
+        ``privileged_fn(robot)`` adds an oracle's inputs (a simulated hand's true state)."""
         self.act = act
         self.action_scale = action_scale
         self.history_len = history_len
@@ -44,6 +46,7 @@ class PolicyController:
         self.use_touch = use_touch
         self.use_ends = use_ends
         self.ends_fn = ends_fn
+        self.privileged_fn = privileged_fn
         self.lower = np.asarray(JOINT_LOWER)
         self.upper = np.asarray(JOINT_UPPER)
 
@@ -87,5 +90,8 @@ class PolicyController:
         if not self._fresh:
             self._push(q, target, robot)
         self._fresh = False
-        action = self.act(self.inputs()).double().numpy().clip(-1.0, 1.0)
+        inputs = self.inputs()
+        if self.privileged_fn is not None:
+            inputs.update(self.privileged_fn(robot))
+        action = self.act(inputs).double().numpy().clip(-1.0, 1.0)
         return np.clip(target + self.action_scale * action, self.lower, self.upper)

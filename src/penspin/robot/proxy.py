@@ -46,7 +46,8 @@ class ProxyPen:
 
 # The paper's ten objects span 10.8-49.7 g, 14.4-22.2 cm and 27-38 mm where held. Masses are kept;
 # lengths and thicknesses are mapped into what the grasp cache (and so the oracle's trajectories)
-# covers, 10.2-16.4 cm and 20-25 mm, so every pen has a matching simulated start state.
+# covers, 11.5-16.2 cm and 21-25 mm at length/diameter 5-6.5, so every pen has matching simulated
+# start states.
 PROXY_PENS = (
     ProxyPen("marker", 0.140, 0.0118, 0.0150, 0.60, "collect"),
     ProxyPen("pencil", 0.125, 0.0106, 0.0108, 0.35, "collect"),
@@ -54,10 +55,10 @@ PROXY_PENS = (
     ProxyPen("ballpoint", 0.115, 0.0104, 0.0120, 0.30, "unseen"),
     ProxyPen("gel-pen", 0.135, 0.0110, 0.0160, 0.45, "unseen"),
     ProxyPen("fountain-pen", 0.145, 0.0120, 0.0320, 0.50, "unseen"),
-    ProxyPen("brush", 0.155, 0.0108, 0.0130, 0.25, "unseen"),
+    ProxyPen("brush", 0.150, 0.0118, 0.0130, 0.25, "unseen"),
     ProxyPen("whiteboard-marker", 0.150, 0.0124, 0.0290, 0.70, "unseen"),
-    ProxyPen("screwdriver", 0.160, 0.0120, 0.0497, 0.40, "unseen"),
-    ProxyPen("chopstick", 0.162, 0.0104, 0.0110, 0.30, "unseen"),
+    ProxyPen("screwdriver", 0.160, 0.0122, 0.0497, 0.40, "unseen"),
+    ProxyPen("paper-tube", 0.162, 0.0126, 0.0110, 0.30, "unseen"),
 )
 PENS_BY_NAME = {p.name: p for p in PROXY_PENS}
 
@@ -138,6 +139,7 @@ class ProxyRobot(HandRobot):
         self.pen_angvel = np.zeros((n, 3))
         self.camera_size = camera_size
         self._camera = None
+        self._template: tuple[torch.Tensor, torch.Tensor] | None = None
         self._probe = mujoco.MjData(self.backend.model)
 
     def _set_driver_and_pens(self) -> None:
@@ -222,6 +224,26 @@ class ProxyRobot(HandRobot):
         mujoco.mj_setState(m, d, self.backend.state[i], mujoco.mjtState.mjSTATE_FULLPHYSICS)
         mujoco.mj_forward(m, d)
         return m, d
+
+    def privileged(self, tactile: bool, num_points: int) -> dict[str, torch.Tensor]:
+        """The oracle's privileged inputs from the true state (only a simulated hand has them):
+        the task's 61-d vector (29 without touch) and its pen point cloud."""
+        from penspin.task.env import pen_points, pen_template
+        from penspin.task.grasps import BASE_RADIUS
+
+        if self._template is None or len(self._template[0]) != num_points:
+            self._template = pen_template(num_points, torch.Generator().manual_seed(0))
+        f = lambda x: torch.from_numpy(np.asarray(x, dtype=np.float32))  # noqa: E731
+        n = self.num_hands
+        pos, quat = f(self.pen_pos()), f(self.pen_quat())
+        mass, friction = f([p.mass for p in self.pens]), f([p.friction for p in self.pens])
+        priv = [pos, f(self.pen_radius / BASE_RADIUS)[:, None], mass[:, None], friction[:, None],
+                torch.zeros(n, 3), quat, f(self.pen_angvel), f(self.fingertips()),
+                torch.zeros(n, 1)]  # restitution analogue 0: the proxy's contacts damp fully
+        if tactile:
+            priv.append(f(self.touch()))
+        points = pen_points(*self._template, f(self.pen_radius), f(self.pen_length), quat, pos)
+        return {"priv_info": torch.cat(priv, 1), "point_cloud": points}
 
     def pen_pos(self) -> np.ndarray:
         return self.backend.qpos[:, self.layout.pen_qpos][:, :3].copy()

@@ -46,6 +46,14 @@ def pen_template(num_points: int, gen: torch.Generator) -> tuple[torch.Tensor, t
     return torch.cat([side_r, caps]), torch.cat([side_a, cap_a])
 
 
+def pen_points(radial: torch.Tensor, axial: torch.Tensor, radius: torch.Tensor,
+               length: torch.Tensor, quat: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """World point clouds [N, P, 3] of capsule pens from a :func:`pen_template`."""
+    half = (length / 2 - radius).clamp_min(1e-4)
+    local = radial * radius[:, None, None] + axial * half[:, None, None]
+    return local @ quat_to_matrix(quat).transpose(1, 2) + pos[:, None]
+
+
 class PenSpinEnv:
     """N pen-spinning envs. ``step`` auto-resets finished envs (their new first obs is returned)."""
 
@@ -304,11 +312,8 @@ class PenSpinEnv:
     def _point_cloud(self) -> torch.Tensor | None:
         if not self.cfg.obs.point_cloud:
             return None
-        half = (self.pen_length / 2 - self.pen_radius).clamp_min(1e-4)
-        local = (self.template_radial * self.pen_radius[:, None, None]
-                 + self.template_axial * half[:, None, None])
-        rot = quat_to_matrix(self._pen_quat())
-        return local @ rot.transpose(1, 2) + self._pen_pos()[:, None]
+        return pen_points(self.template_radial, self.template_axial, self.pen_radius,
+                          self.pen_length, self._pen_quat(), self._pen_pos())
 
     def _update_tactile(self) -> None:
         """Binary taxels with latency (hold last reading) and dropout."""

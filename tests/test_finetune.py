@@ -1,0 +1,199 @@
+"""Step 4: replay windows in the student's own inputs and units, the split, and finetuning."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from penspin.config import ConfigError
+from penspin.finetune.run import FinetuneConfig, Finetuner, load_start
+from penspin.finetune.windows import build_windows, split
+from penspin.learning.checkpoint import load_checkpoint
+from penspin.learning.export import export_student
+from penspin.learning.policy import load_policy
+from penspin.replay.dataset import Demo
+from penspin.sim.allegro import JOINT_LOWER, JOINT_UPPER
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDENT = ROOT / "checkpoints" / "student-bc.pt"
+SCALE = 1.0 / 24.0
+H = 30
+MID = ((JOINT_LOWER + JOINT_UPPER) / 2).astype(np.float32)
+
+
+def _stepped_demo(length: int, seed: int, name: str = "d", ends: bool = False) -> Demo:
+    """Targets moving by integer multiples in [-2, 2] of SCALE; q lags one step behind."""
+    rng = np.random.default_rng(seed)
+    mult = rng.integers(-2, 3, (length, 16)).astype(np.float64)
+    mult[0] = 0
+    target = MID + np.cumsum(mult, 0) * SCALE
+    qpos = np.concatenate([target[:1], target[:-1]]) + rng.normal(0, 0.01, (length, 16))
+    extras = {}
+    if ends:
+        extras["obj_ends"] = rng.uniform(-0.1, 0.1, (length, 2, 3)).astype(np.float32)
+    return Demo(name, qpos.astype(np.float32), target.astype(np.float32),
+                (target - qpos).astype(np.float32), np.zeros((length, 12), np.float32), extras)
+
+
+def _smooth_demo(length: int, seed: int) -> Demo:
+    """A learnable motion: targets on a sine per joint, q tracking them one step late."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)[:, None]
+    phase = rng.uniform(0, 2 * np.pi, 16)
+    target = MID + 0.3 * np.sin(2 * np.pi * t / 40 + phase)
+    qpos = np.concatenate([target[:1], target[:-1]]) + rng.normal(0, 0.005, (length, 16))
+    return Demo(f"replay_demon_{seed}", qpos.astype(np.float32), target.astype(np.float32),
+                (target - qpos).astype(np.float32), np.zeros((length, 12), np.float32))
+
+
+# Windows ----------------------------------------------------------------------------------------
+def test_window_labels_are_target_steps_in_action_units_clamped():
+    demo = _stepped_demo(45, seed=0)
+    w = build_windows([demo], SCALE, H)
+    assert len(w) == 45 - H
+    target = demo.target.astype(np.float64)
+    for i in range(len(w)):
+        t = H + i  # the window ending at step t
+        want = np.clip((target[t] - target[t - 1]) / SCALE, -1, 1)
+        np.testing.assert_allclose(w.labels[i].numpy(), want, atol=1e-4)
+    # The data holds steps of 2 * SCALE, so clamping really happens and labels stay in [-1, 1].
+    raw = (target[H:] - target[H - 1:-1]) / SCALE
+    assert np.abs(raw).max() > 1.5
+    assert w.labels.abs().max().item() == pytest.approx(1.0)
+    assert set(np.round(w.labels.numpy().ravel(), 3)) <= {-1.0, 0.0, 1.0}
+
+
+def test_window_history_rows_are_measured_q_and_the_target_that_produced_it():
+    demo = _stepped_demo(40, seed=1, ends=True)
+    w = build_windows([demo], SCALE, H)
+    inputs, labels = w.batch(torch.arange(len(w)))
+    assert inputs["proprio_hist"].shape == (40 - H, H, 32)
+    assert inputs["obs"].shape == (40 - H, 96)
+    for i in range(len(w)):
+        t = H + i
+        hist = inputs["proprio_hist"][i].numpy()
+        np.testing.assert_array_equal(hist[-1], np.concatenate([demo.qpos[t], demo.target[t - 1]]))
+        np.testing.assert_array_equal(
+            hist[0], np.concatenate([demo.qpos[t - H + 1], demo.target[t - H]]))
+        np.testing.assert_array_equal(inputs["obs"][i].numpy(), hist[-3:].reshape(-1))
+        np.testing.assert_array_equal(inputs["obj_ends"][i].numpy(),
+                                      demo.extras["obj_ends"][t - 2:t + 1].reshape(3, 6))
+    # The label is the step taken *after* the newest entry, not one inside the window.
+    np.testing.assert_allclose(
+        labels[0].numpy(), np.clip((demo.target[H] - demo.target[H - 1]) / SCALE, -1, 1),
+        atol=1e-4)
+
+
+def test_short_demos_are_skipped_and_all_short_is_an_error():
+    demos = [_stepped_demo(20, 0, "a"), _stepped_demo(31, 1, "b"), _stepped_demo(45, 2, "c")]
+    w = build_windows(demos, SCALE, H)
+    assert len(w) == 0 + 1 + 15
+    assert w.demo.tolist() == [1] + [2] * 15
+    # The one window of the 31-step demo ends at its last step.
+    inputs, _ = w.batch(torch.tensor([0]))
+    np.testing.assert_array_equal(inputs["proprio_hist"][0, -1].numpy(),
+                                  np.concatenate([demos[1].qpos[30], demos[1].target[29]]))
+    inputs, _ = w.batch(torch.tensor([1]))
+    np.testing.assert_array_equal(inputs["proprio_hist"][0, -1].numpy(),
+                                  np.concatenate([demos[2].qpos[30], demos[2].target[29]]))
+    assert w.ends is None  # not every demo has obj_ends
+    with pytest.raises(ConfigError, match="longer than 31"):
+        build_windows([_stepped_demo(30, 0), _stepped_demo(5, 1)], SCALE, H)
+
+
+def test_split_holds_out_whole_demos():
+    demos = [_stepped_demo(35 + 3 * k, k, f"d{k}") for k in range(6)]
+    w = build_windows(demos, SCALE, H)
+    train, val = split(w, 0.34, seed=0)
+    train_demos, val_demos = set(w.demo[train].tolist()), set(w.demo[val].tolist())
+    assert train_demos.isdisjoint(val_demos)
+    assert train_demos | val_demos == set(range(6))
+    assert len(val_demos) == 2  # round(0.34 * 6)
+    assert sorted(torch.cat([train, val]).tolist()) == list(range(len(w)))
+    again = split(w, 0.34, seed=0)
+    assert torch.equal(again[0], train) and torch.equal(again[1], val)
+    # A tiny ratio still holds out one demo; no ratio holds out none.
+    assert len(set(w.demo[split(w, 0.01, seed=3)[1]].tolist())) == 1
+    tr, va = split(w, 0.0, seed=0)
+    assert len(va) == 0 and len(tr) == len(w)
+
+
+# Finetuning -------------------------------------------------------------------------------------
+def _cfg(**kw) -> FinetuneConfig:
+    base = dict(epochs=5, batch_size=32, learning_rate=1e-3, val_ratio=0.25, progress=False,
+                seed=0)
+    return FinetuneConfig(**{**base, **kw})
+
+
+def test_finetune_from_student_lowers_the_loss_and_writes_loadable_checkpoints(tmp_path):
+    demos = [_smooth_demo(60, k) for k in range(4)]
+    cfg = _cfg()
+    model, task, payload = load_start(str(STUDENT), cfg)
+    assert payload["kind"] == "student"
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tuner = Finetuner(model, task, cfg, demos, tmp_path, str(STUDENT))
+    assert len(tuner.train_idx) == 3 * 30 and len(tuner.val_idx) == 30  # one demo of four held out
+    history = tuner.train()
+    assert len(history["train"]) == 5 and len(history["val"]) == 6
+    assert all(math.isfinite(x) for x in history["train"] + history["val"])
+    assert history["train"][-1] < 0.9 * history["train"][0], history["train"]
+    # The normalisers of a pretrained student are kept (renormalize is off).
+    assert torch.equal(model.obs_rms.mean, before["obs_rms.mean"])
+
+    for name in ("best.pt", "last.pt"):
+        assert (tmp_path / name).is_file()
+    last = load_checkpoint(tmp_path / "last.pt", expected_kind="student")
+    assert last["counters"]["epoch"] == 5
+    assert last["finetune"]["source"] == str(STUDENT)
+    assert last["finetune"]["train_windows"] == 90 and last["finetune"]["val_windows"] == 30
+    assert last["finetune"]["history"]["train"] == pytest.approx(history["train"])
+    best = load_checkpoint(tmp_path / "best.pt", expected_kind="student")
+    assert best["counters"]["epoch"] - 1 == int(np.argmin(history["val"][1:]))
+
+    policy = load_policy(tmp_path / "best.pt")
+    assert policy.kind == "student"
+    assert policy.task.action_scale == pytest.approx(task.action_scale)
+    inputs, _ = tuner.windows.batch(torch.arange(4))
+    action = policy.act(inputs)
+    assert action.shape == (4, 16) and action.abs().max() <= 1.0
+    # The weights moved away from the starting checkpoint.
+    moved = load_checkpoint(tmp_path / "last.pt")["model"]
+    assert any(not torch.equal(moved[k], before[k]) for k in before if k.startswith("actor"))
+
+    out = export_student(tmp_path / "last.pt", tmp_path / "export")
+    meta = json.loads((out / "student.json").read_text())
+    assert (out / "student.safetensors").stat().st_size > 0
+    assert meta["model_args"]["input_mode"] == "proprio"
+    assert meta["action_scale"] == pytest.approx(SCALE)
+
+
+def test_fresh_student_fits_its_normalisers_and_trains(tmp_path):
+    demos = [_smooth_demo(60, k) for k in range(3)]
+    cfg = _cfg(epochs=3, val_ratio=0.0)
+    model, task, payload = load_start("", cfg)
+    assert payload == {}
+    tuner = Finetuner(model, task, cfg, demos, tmp_path, "")
+    inputs, _ = tuner.windows.batch(tuner.train_idx)
+    torch.testing.assert_close(model.obs_rms.mean, inputs["obs"].mean(0), atol=1e-5, rtol=1e-5)
+    assert model.obs_rms.count.item() == len(tuner.train_idx)
+    history = tuner.train()
+    assert math.isnan(history["val"][-1])  # nothing held out: best.pt follows the train loss
+    assert history["train"][-1] < history["train"][0], history["train"]
+    assert load_policy(tmp_path / "best.pt").kind == "student"
+    assert load_checkpoint(tmp_path / "last.pt")["finetune"]["source"] == ""
+
+
+def test_touch_students_are_refused(tmp_path):
+    from penspin.learning.student import StudentActorCritic, StudentNetworkConfig
+
+    model = StudentActorCritic.from_obs_shapes(
+        {"obs": (96,), "proprio_hist": (30, 32), "tactile_hist": (30, 32), "obj_ends": (3, 6)},
+        16, "proprio-tactile", StudentNetworkConfig())
+    _, task, _ = load_start("", _cfg())
+    with pytest.raises(ConfigError, match="touch"):
+        Finetuner(model, task, _cfg(), [_smooth_demo(40, 0)], tmp_path, "")
