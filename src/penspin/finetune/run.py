@@ -112,6 +112,10 @@ class Finetuner:
     def train(self, writer=None) -> dict:
         cfg = self.cfg
         history = {"train": [], "val": [self.validate()]}
+        # The starting point competes too: best.pt is never worse on validation than the start.
+        if not math.isnan(history["val"][0]):
+            self.best = history["val"][0]
+            self.save(self.run_dir / "best.pt", 0, history)
         bar = tqdm(range(cfg.epochs), desc="finetune", unit="epoch", disable=not cfg.progress)
         for epoch in bar:
             self.model.train()
@@ -146,7 +150,8 @@ class Finetuner:
             "model_args": self.model.model_args,
             "model": self.model.state_dict(),
             "counters": {"epoch": epoch},
-            "finetune": {"source": self.source, "demos": int(self.windows.demo.max()) + 1,
+            "finetune": {"source": self.source,
+                         "demos": int(torch.unique(self.windows.demo).numel()),
                          "train_windows": len(self.train_idx), "val_windows": len(self.val_idx),
                          "history": history},
         })
@@ -175,7 +180,9 @@ def main(args) -> None:
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     tuner = Finetuner(model, task, cfg.train, demos, run_dir, args.checkpoint_path)
-    print(f"{len(demos)} demos, {len(tuner.train_idx)} training and {len(tuner.val_idx)} "
+    used = int(torch.unique(tuner.windows.demo).numel())
+    print(f"{used} of {len(demos)} demos long enough, {len(tuner.train_idx)} training and "
+          f"{len(tuner.val_idx)} "
           f"validation windows; starting from {args.checkpoint_path or 'a fresh student'}")
     start = time.perf_counter()
     writer = SummaryWriter(str(run_dir / "tb"))

@@ -144,7 +144,7 @@ class ProxyRobot(HandRobot):
 
     def _set_driver_and_pens(self) -> None:
         cfg, n, rng = self.cfg, self.num_hands, self.rng
-        spread = rng.uniform(1 - cfg.gain_spread, 1 + cfg.gain_spread, (2, n, NUM_JOINTS))
+        spread = 1 + rng.uniform(-1, 1, (2, n, NUM_JOINTS)) * cfg.at(0.0, cfg.gain_spread)
         kp = cfg.at(TRAIN_KP, TRAIN_KP * cfg.kp_scale) * spread[0]
         kd = cfg.at(TRAIN_KD, TRAIN_KD * cfg.kd_scale) * spread[1]
         ids = np.arange(n)
