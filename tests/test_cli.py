@@ -65,8 +65,8 @@ def test_train_resume_and_eval_commands(tmp_path, capsys):
     payload = load_checkpoint(last, "oracle")
     assert payload["counters"]["env_steps"] == 48
     assert payload["config"]["env"]["num_envs"] == 4
-    main(["train-oracle", "--run-dir", str(run), "--resume", str(last),
-          "train.max_env_steps=64"])
+    # Without --run-dir a resume continues in the checkpoint's own folder.
+    main(["train-oracle", "--resume", str(last), "train.max_env_steps=64"])
     assert load_checkpoint(last, "oracle")["counters"]["env_steps"] == 64
     out = tmp_path / "eval.json"
     main(["eval", "--checkpoint", str(last), "--episodes", "3", "--out", str(out),

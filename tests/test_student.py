@@ -174,7 +174,8 @@ def test_train_student_cli_dagger_resume_is_exact(oracle_ckpt, tmp_path):
     assert payload["config"]["train"]["dagger"] is True
     assert payload["model_args"]["input_mode"] == "proprio-tactile-ends"
     # The oracle travels inside the checkpoint: resuming needs no --oracle.
-    train(dagger, "--resume", str(dagger / "last.pt"), "train.max_env_steps=32")
+    main(["train-student", "--resume", str(dagger / "last.pt"), *TINY, "train.save_every=1",
+          "train.max_env_steps=32"])  # no --run-dir: the checkpoint's own folder
     assert load_checkpoint(dagger / "last.pt")["counters"]["env_steps"] == 32
 
 

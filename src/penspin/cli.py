@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_render)
 
     p = sub.add_parser("train-oracle", help="train the privileged oracle with PPO")
-    p.add_argument("--run-dir", default="runs/oracle", help="folder for logs and checkpoints")
+    p.add_argument("--run-dir", default="", help="folder for logs and checkpoints (default: "
+                   "runs/oracle; with --resume, the checkpoint's own folder)")
     p.add_argument("--resume", default="", help="checkpoint to continue from (e.g. RUN/last.pt)")
     _add_overrides(p)
     p.set_defaults(func=_cmd_train_oracle)
@@ -135,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-student",
                        help="distil the oracle into the proprioceptive student (oracle drives)")
     p.add_argument("--oracle", default="", help="oracle .pt whose rollouts teach the student")
-    p.add_argument("--run-dir", default="runs/student", help="folder for logs and checkpoints")
+    p.add_argument("--run-dir", default="", help="folder for logs and checkpoints (default: "
+                   "runs/student; with --resume, the checkpoint's own folder)")
     p.add_argument("--resume", default="", help="student checkpoint to continue from")
     p.add_argument("--dagger", action="store_true",
                    help="baseline: the student drives and the oracle only labels")

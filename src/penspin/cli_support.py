@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from penspin.config import apply_overrides, valid_keys
@@ -24,3 +25,12 @@ def resolve(default: Any, args) -> Any | None:
         print(describe(default))
         return None
     return apply_overrides(default, list(getattr(args, "overrides", [])))
+
+
+def run_dir(args, default: str) -> str:
+    """``--run-dir`` if given; else a resumed checkpoint's own folder; else ``default``."""
+    if args.run_dir:
+        return args.run_dir
+    if getattr(args, "resume", ""):
+        return str(Path(args.resume).parent)
+    return default

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from penspin.cli_support import resolve
+from penspin.cli_support import resolve, run_dir
 from penspin.config import from_dict, to_dict
 from penspin.learning.checkpoint import load_checkpoint
 from penspin.learning.oracle_trainer import CHECKPOINT_KIND, OracleTrainConfig, OracleTrainer
@@ -43,7 +43,7 @@ def main(args) -> None:
     cfg = resolve(base, args)
     if cfg is None:
         return
-    trainer = build(cfg, args.run_dir)
+    trainer = build(cfg, run_dir(args, "runs/oracle"))
     if args.resume:
         trainer.resume(args.resume)
         print(f"resumed {args.resume} at {trainer.env_steps:,} env steps")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from penspin.cli_support import resolve
+from penspin.cli_support import resolve, run_dir
 from penspin.config import ConfigError, from_dict, to_dict
 from penspin.learning.checkpoint import load_checkpoint
 from penspin.learning.distill import (
@@ -89,7 +89,7 @@ def main(args) -> None:
     cfg = resolve(base, args)
     if cfg is None:
         return
-    trainer = build(cfg, args.run_dir, oracle, oracle_path)
+    trainer = build(cfg, run_dir(args, "runs/student"), oracle, oracle_path)
     if args.resume:
         trainer.resume(args.resume)
         print(f"resumed {args.resume} at {trainer.env_steps:,} env steps")

@@ -108,8 +108,11 @@ def replay(traj: Trajectories, kind: str, cfg: ReplayConfig, out_dir: str | Path
         with open_robot(kind, cfg.robot, part.pen_name.tolist(), seed_offset=b) as robot:
             judge = (PoseJudge(robot, rs.min_rotation, rs.drop_margin) if kind == "proxy"
                      else AskJudge(robot))
+            if rs.camera and not robot.has_camera:
+                raise ConfigError(f"replay.camera=true, but the {kind} robot has no camera")
             tracker = EndsTracker(cfg.robot.ends, robot.num_hands) if rs.camera else None
-            videos = CheckVideos(robot, rs.video_fps, tracker) if rs.video_fps > 0 else None
+            videos = (CheckVideos(robot, rs.video_fps, tracker)
+                      if rs.video_fps > 0 and robot.has_camera else None)
             log = run_trial(robot, OpenLoop(part.targets[:, :steps]), part.start_state(), steps,
                             judge, camera_fn=_camera_logger(tracker) if tracker else None,
                             frame_fn=videos)
