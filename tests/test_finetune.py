@@ -52,9 +52,15 @@ def _smooth_demo(length: int, seed: int) -> Demo:
 
 
 # Windows ----------------------------------------------------------------------------------------
+def _entry(demo: Demo, t: int) -> np.ndarray:
+    """The task's history entry of step t: (measured q_t, the target that produced it)."""
+    return np.concatenate([demo.qpos[t], demo.target[t - 1]])
+
+
+# Full windows only (pad_start=False, the original's choice).
 def test_window_labels_are_target_steps_in_action_units_clamped():
     demo = _stepped_demo(45, seed=0)
-    w = build_windows([demo], SCALE, H)
+    w = build_windows([demo], SCALE, H, pad_start=False)
     assert len(w) == 45 - H
     target = demo.target.astype(np.float64)
     for i in range(len(w)):
@@ -70,16 +76,17 @@ def test_window_labels_are_target_steps_in_action_units_clamped():
 
 def test_window_history_rows_are_measured_q_and_the_target_that_produced_it():
     demo = _stepped_demo(40, seed=1, ends=True)
-    w = build_windows([demo], SCALE, H)
+    w = build_windows([demo], SCALE, H, pad_start=False)
     inputs, labels = w.batch(torch.arange(len(w)))
     assert inputs["proprio_hist"].shape == (40 - H, H, 32)
     assert inputs["obs"].shape == (40 - H, 96)
     for i in range(len(w)):
         t = H + i
         hist = inputs["proprio_hist"][i].numpy()
-        np.testing.assert_array_equal(hist[-1], np.concatenate([demo.qpos[t], demo.target[t - 1]]))
-        np.testing.assert_array_equal(
-            hist[0], np.concatenate([demo.qpos[t - H + 1], demo.target[t - H]]))
+        np.testing.assert_array_equal(hist[-1], _entry(demo, t))
+        np.testing.assert_array_equal(hist[0], _entry(demo, t - H + 1))
+        np.testing.assert_array_equal(hist, np.stack([_entry(demo, s)
+                                                      for s in range(t - H + 1, t + 1)]))
         np.testing.assert_array_equal(inputs["obs"][i].numpy(), hist[-3:].reshape(-1))
         np.testing.assert_array_equal(inputs["obj_ends"][i].numpy(),
                                       demo.extras["obj_ends"][t - 2:t + 1].reshape(3, 6))
@@ -91,19 +98,87 @@ def test_window_history_rows_are_measured_q_and_the_target_that_produced_it():
 
 def test_short_demos_are_skipped_and_all_short_is_an_error():
     demos = [_stepped_demo(20, 0, "a"), _stepped_demo(31, 1, "b"), _stepped_demo(45, 2, "c")]
-    w = build_windows(demos, SCALE, H)
+    w = build_windows(demos, SCALE, H, pad_start=False)
     assert len(w) == 0 + 1 + 15
     assert w.demo.tolist() == [1] + [2] * 15
     # The one window of the 31-step demo ends at its last step.
     inputs, _ = w.batch(torch.tensor([0]))
-    np.testing.assert_array_equal(inputs["proprio_hist"][0, -1].numpy(),
-                                  np.concatenate([demos[1].qpos[30], demos[1].target[29]]))
+    np.testing.assert_array_equal(inputs["proprio_hist"][0, -1].numpy(), _entry(demos[1], 30))
     inputs, _ = w.batch(torch.tensor([1]))
-    np.testing.assert_array_equal(inputs["proprio_hist"][0, -1].numpy(),
-                                  np.concatenate([demos[2].qpos[30], demos[2].target[29]]))
+    np.testing.assert_array_equal(inputs["proprio_hist"][0, -1].numpy(), _entry(demos[2], 30))
+    # Full windows never reach back before their demo's first entry.
+    inputs, _ = w.batch(torch.arange(len(w)))
+    np.testing.assert_array_equal(inputs["proprio_hist"][1].numpy(),
+                                  np.stack([_entry(demos[2], s) for s in range(1, 31)]))
     assert w.ends is None  # not every demo has obj_ends
     with pytest.raises(ConfigError, match="longer than 31"):
-        build_windows([_stepped_demo(30, 0), _stepped_demo(5, 1)], SCALE, H)
+        build_windows([_stepped_demo(30, 0), _stepped_demo(5, 1)], SCALE, H, pad_start=False)
+
+
+# Padded windows (the default): one ending at every step t >= 1.
+def test_padded_windows_end_at_every_step_and_repeat_the_first_entry():
+    demo = _stepped_demo(45, seed=3, ends=True)
+    w = build_windows([demo], SCALE, H)
+    assert len(w) == 45 - 1
+    inputs, labels = w.batch(torch.arange(len(w)))
+    assert inputs["proprio_hist"].shape == (44, H, 32) and inputs["obs"].shape == (44, 96)
+    first = _entry(demo, 1)  # (qpos_1, target_0)
+    np.testing.assert_array_equal(first, np.concatenate([demo.qpos[1], demo.target[0]]))
+    # The window ending at step 1: every slot is the first entry, as after a reset.
+    np.testing.assert_array_equal(inputs["proprio_hist"][0].numpy(), np.tile(first, (H, 1)))
+    # The window ending at step 5: 26 copies of the first entry, then steps 2..5.
+    hist = inputs["proprio_hist"][4].numpy()
+    np.testing.assert_array_equal(hist[:26], np.tile(first, (26, 1)))
+    np.testing.assert_array_equal(hist[26:], np.stack([_entry(demo, s) for s in range(2, 6)]))
+    # Every window ending at t: slot j holds step max(1, t - 29 + j).
+    target = demo.target.astype(np.float64)
+    ends = demo.extras["obj_ends"].reshape(45, 6)
+    for i in range(len(w)):
+        t = i + 1
+        steps = [max(1, s) for s in range(t - H + 1, t + 1)]
+        np.testing.assert_array_equal(inputs["proprio_hist"][i].numpy(),
+                                      np.stack([_entry(demo, s) for s in steps]))
+        np.testing.assert_array_equal(inputs["obs"][i].numpy(),
+                                      inputs["proprio_hist"][i, -3:].reshape(-1).numpy())
+        # Pen ends are padded the same way: rows before step 1 repeat step 1's.
+        np.testing.assert_array_equal(inputs["obj_ends"][i].numpy(),
+                                      ends[[max(1, s) for s in range(t - 2, t + 1)]])
+        want = np.clip((target[t] - target[t - 1]) / SCALE, -1, 1)
+        np.testing.assert_allclose(labels[i].numpy(), want, atol=1e-4)
+    np.testing.assert_array_equal(inputs["obj_ends"][0].numpy(), np.tile(ends[1], (3, 1)))
+    np.testing.assert_array_equal(inputs["obj_ends"][1].numpy(), ends[[1, 1, 2]])
+    raw = (target[1:] - target[:-1]) / SCALE
+    assert np.abs(raw).max() > 1.5 and w.labels.abs().max().item() == pytest.approx(1.0)
+    # From step 30 on the padded windows are exactly the full ones.
+    full = build_windows([demo], SCALE, H, pad_start=False)
+    full_inputs, full_labels = full.batch(torch.arange(len(full)))
+    for key in ("proprio_hist", "obs", "obj_ends"):
+        torch.testing.assert_close(inputs[key][H - 1:], full_inputs[key], rtol=0, atol=0)
+    torch.testing.assert_close(labels[H - 1:], full_labels, rtol=0, atol=0)
+
+
+def test_padded_windows_stay_inside_their_demo():
+    demos = [_stepped_demo(1, 0, "a"), _stepped_demo(2, 1, "b"), _stepped_demo(6, 2, "c"),
+             _stepped_demo(35, 3, "d")]
+    w = build_windows(demos, SCALE, H)
+    assert len(w) == 0 + 1 + 5 + 34  # a 1-step demo has no step to label
+    assert w.demo.tolist() == [1] + [2] * 5 + [3] * 34
+    inputs, _ = w.batch(torch.arange(len(w)))
+    # The 2-step demo's one window is its first entry throughout.
+    np.testing.assert_array_equal(inputs["proprio_hist"][0].numpy(),
+                                  np.tile(_entry(demos[1], 1), (H, 1)))
+    # The first window of the later demos repeats their own first entry, not the previous demo's.
+    np.testing.assert_array_equal(inputs["proprio_hist"][1].numpy(),
+                                  np.tile(_entry(demos[2], 1), (H, 1)))
+    hist = inputs["proprio_hist"][1 + 4].numpy()  # demo c, step 5
+    np.testing.assert_array_equal(hist[:26], np.tile(_entry(demos[2], 1), (26, 1)))
+    np.testing.assert_array_equal(hist[26:], np.stack([_entry(demos[2], s) for s in range(2, 6)]))
+    np.testing.assert_array_equal(inputs["proprio_hist"][6].numpy(),
+                                  np.tile(_entry(demos[3], 1), (H, 1)))
+    np.testing.assert_array_equal(inputs["proprio_hist"][-1, -1].numpy(), _entry(demos[3], 34))
+    assert w.ends is None
+    with pytest.raises(ConfigError, match="longer than 2"):
+        build_windows([_stepped_demo(1, 0), _stepped_demo(1, 1)], SCALE, H)
 
 
 def test_split_holds_out_whole_demos():
@@ -137,7 +212,8 @@ def test_finetune_from_student_lowers_the_loss_and_writes_loadable_checkpoints(t
     assert payload["kind"] == "student"
     before = {k: v.clone() for k, v in model.state_dict().items()}
     tuner = Finetuner(model, task, cfg, demos, tmp_path, str(STUDENT))
-    assert len(tuner.train_idx) == 3 * 30 and len(tuner.val_idx) == 30  # one demo of four held out
+    # 59 windows a demo (one ending at every step from 1), one demo of four held out.
+    assert len(tuner.train_idx) == 3 * 59 and len(tuner.val_idx) == 59
     history = tuner.train()
     assert len(history["train"]) == 5 and len(history["val"]) == 6
     assert all(math.isfinite(x) for x in history["train"] + history["val"])
@@ -150,7 +226,7 @@ def test_finetune_from_student_lowers_the_loss_and_writes_loadable_checkpoints(t
     last = load_checkpoint(tmp_path / "last.pt", expected_kind="student")
     assert last["counters"]["epoch"] == 5
     assert last["finetune"]["source"] == str(STUDENT)
-    assert last["finetune"]["train_windows"] == 90 and last["finetune"]["val_windows"] == 30
+    assert last["finetune"]["train_windows"] == 177 and last["finetune"]["val_windows"] == 59
     assert last["finetune"]["history"]["train"] == pytest.approx(history["train"])
     best = load_checkpoint(tmp_path / "best.pt", expected_kind="student")
     # best.pt is the lowest validation loss, the starting point (epoch 0) included.
@@ -197,8 +273,17 @@ def test_renormalize_refits_a_pretrained_students_normalisers(tmp_path):
     tuner = Finetuner(model, task, cfg, demos, tmp_path, str(STUDENT))
     inputs, _ = tuner.windows.batch(tuner.train_idx)
     # Replaced outright by the real data's, not merged into the simulation's.
-    assert model.obs_rms.count.item() == len(tuner.train_idx) == 20
+    assert model.obs_rms.count.item() == len(tuner.train_idx) == 2 * 39
     torch.testing.assert_close(model.obs_rms.mean, inputs["obs"].mean(0), atol=1e-5, rtol=1e-5)
+    # pad_start=false: only the full windows (the original's), 10 a demo.
+    cfg = _cfg(renormalize=True, val_ratio=0.0, pad_start=False)
+    model, task, _ = load_start(str(STUDENT), cfg)
+    tuner = Finetuner(model, task, cfg, demos, tmp_path, str(STUDENT))
+    assert len(tuner.windows) == len(tuner.train_idx) == model.obs_rms.count.item() == 2 * 10
+    inputs, _ = tuner.windows.batch(tuner.train_idx)
+    np.testing.assert_array_equal(inputs["proprio_hist"][0, 0].numpy(),
+                                  _entry(demos[0], 1))  # the first window is full
+    np.testing.assert_array_equal(inputs["proprio_hist"][0, -1].numpy(), _entry(demos[0], 30))
 
 
 def test_touch_students_are_refused(tmp_path):

@@ -168,8 +168,9 @@ def test_finetune_command_writes_checkpoints(finetuned, capsys):
     assert best["counters"]["epoch"] in (0, 1)  # the start competes for best.pt
     info = best["finetune"]
     assert info["source"] == STUDENT and info["demos"] == 3
-    # Three demos of 40 steps: 10 windows each, one demo held out for validation.
-    assert info["train_windows"] == 20 and info["val_windows"] == 10
+    # Three demos of 40 steps: 39 windows each (one ending at every step from 1, the first
+    # ones padded), one demo held out for validation.
+    assert info["train_windows"] == 2 * 39 and info["val_windows"] == 39
     history = load_checkpoint(finetuned / "last.pt")["finetune"]["history"]
     assert len(history["train"]) == 1 and len(history["val"]) == 2
     assert all(math.isfinite(v) for v in history["train"] + history["val"])

@@ -39,6 +39,7 @@ class FinetuneConfig:
     grad_norm: float = 1.0
     fk_noise: float = 0.002  # m, as in distillation
     renormalize: bool = False  # refit the obs/fingertip normalisers on the real data
+    pad_start: bool = True  # windows of a trial's first steps too (false: the original's)
     input_mode: str = "proprio"  # for a fresh student (no --checkpoint-path)
     progress: bool = True
 
@@ -77,8 +78,8 @@ class Finetuner:
             raise ConfigError("replay files carry no touch: finetune a proprio or proprio-ends "
                               "student")
         self.model, self.task, self.cfg = model, task, cfg
-        self.windows = build_windows(demos, task.action_scale, model.input_shapes[
-            "proprio_hist"][0])
+        self.windows = build_windows(demos, task.action_scale,
+                                     model.input_shapes["proprio_hist"][0], cfg.pad_start)
         if model.use_ends and self.windows.ends is None:
             raise ConfigError("this student reads pen ends, but the demos have no obj_ends "
                               "(replay with replay.camera=true and use real_data_full.h5)")

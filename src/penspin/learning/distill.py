@@ -20,6 +20,7 @@ import torch
 from penspin.config import ConfigError, to_dict, validate
 from penspin.learning.checkpoint import (
     CheckpointError,
+    diff_keys,
     load_checkpoint,
     load_state_checked,
 )
@@ -38,6 +39,10 @@ class StudentTrainConfig:
     input_mode: str = "proprio"
     network: StudentNetworkConfig = field(default_factory=StudentNetworkConfig)
     dagger: bool = False  # baseline: the student drives, the oracle labels
+    # Gaussian noise (action units) on the oracle's actions while it drives (BC only), so the
+    # student also sees the oracle recover from small errors (DART); labels stay noise-free.
+    drive_noise: float = 0.0
+    init: str = ""  # a student checkpoint whose weights and normalisers start this run
     learning_rate: float = 1e-3
     grad_norm: float = 1.0
     # Steps per env per data collection. PenSpin: 48 GPU envs x 512; on a CPU with 256 envs, 64
@@ -69,6 +74,8 @@ class StudentTrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate <= 0 or self.grad_norm <= 0 or self.fk_noise < 0:
             raise ConfigError("learning_rate and grad_norm must be > 0, fk_noise >= 0")
+        if self.drive_noise < 0:
+            raise ConfigError(f"drive_noise must be >= 0, got {self.drive_noise}")
 
 
 def oracle_from_payload(payload: dict) -> OracleActorCritic:
@@ -134,6 +141,13 @@ class StudentTrainer(Runner):
         seed_everything(cfg.seed)
         self.model = StudentActorCritic.from_obs_shapes(
             env.obs_shapes, env.num_actions, cfg.input_mode, cfg.network).to(self.device)
+        if cfg.init:
+            init = load_checkpoint(cfg.init, expected_kind=CHECKPOINT_KIND)
+            diffs = diff_keys(init["model_args"], self.model.model_args)
+            if diffs:
+                raise CheckpointError(f"{cfg.init}: its network does not fit this run: "
+                                      + "; ".join(diffs))
+            load_state_checked(self.model, init["model"])
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate)
         self.episodes = EpisodeStats(env.num_envs, cfg.reward_window, self.device)
         self.best_loss = math.inf
@@ -163,7 +177,13 @@ class StudentTrainer(Runner):
             labels[t] = self.oracle.act_inference(self.obs)
             for k in inputs:
                 inputs[k][t] = self.obs[k]
-            self._env_step(self.model.act_inference(self.obs) if self.cfg.dagger else labels[t])
+            if self.cfg.dagger:
+                drive = self.model.act_inference(self.obs)
+            elif self.cfg.drive_noise > 0:
+                drive = labels[t] + self.cfg.drive_noise * torch.randn_like(labels[t])
+            else:
+                drive = labels[t]
+            self._env_step(drive)
         flat = {k: v.flatten(0, 1) for k, v in inputs.items()}
         return flat, labels.flatten(0, 1)
 
