@@ -295,3 +295,22 @@ def test_touch_students_are_refused(tmp_path):
     _, task, _ = load_start("", _cfg())
     with pytest.raises(ConfigError, match="touch"):
         Finetuner(model, task, _cfg(), [_smooth_demo(40, 0)], tmp_path, "")
+
+
+def test_simulated_oracle_samples_are_mixed_into_training_batches(tmp_path, monkeypatch):
+    demos = [_smooth_demo(40, k) for k in range(2)]
+    cfg = _cfg(epochs=1, val_ratio=0.0, sim_oracle=str(ROOT / "checkpoints" / "oracle.pt"),
+               sim_samples=48, sim_ratio=0.75)
+    model, task, _ = load_start(str(STUDENT), cfg)
+    tuner = Finetuner(model, task, cfg, demos, tmp_path, str(STUDENT))
+    inputs, labels = tuner.sim
+    assert labels.shape == (48, 16) and labels.abs().max() <= 1.0
+    assert inputs["proprio_hist"].shape == (48, 30, 32) and inputs["obs"].shape == (48, 96)
+    sizes = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda x, **kw: sizes.append(len(x["obs"]))
+                        or forward(x, **kw))
+    tuner.train()
+    # 78 real windows in batches of 32: each gains 3x as many simulated samples (a 0.75 share);
+    # the last holds the remaining 14 real windows and 42 simulated ones.
+    assert sizes == [128, 128, 56]

@@ -1,7 +1,8 @@
 """``penspin finetune``: train a student further on successful replays (the paper's step 4).
 
 From a student checkpoint (or, for the "no pretrain" baseline, a fresh student), L1 on clamped
-actions over sliding windows of the demonstrations, a validation split by demonstration, Adam,
+actions over sliding windows of the demonstrations (optionally mixed with simulated oracle
+samples), a validation split by demonstration (real windows only), Adam,
 TensorBoard, and checkpoints that ``penspin eval`` and ``penspin export-student`` accept. The
 original's flags (``--num-epochs``, ``--real-batch-size``, ``--lr``, ``--val-ratio``,
 ``--seed``) map onto ``train.*`` keys.
@@ -40,6 +41,9 @@ class FinetuneConfig:
     fk_noise: float = 0.002  # m, as in distillation
     renormalize: bool = False  # refit the obs/fingertip normalisers on the real data
     pad_start: bool = True  # windows of a trial's first steps too (false: the original's)
+    sim_oracle: str = ""  # an oracle .pt: mix its simulated samples into every batch
+    sim_samples: int = 20000  # how many to collect once, before training
+    sim_ratio: float = 0.5  # share of each batch that is simulated
     input_mode: str = "proprio"  # for a fresh student (no --checkpoint-path)
     progress: bool = True
 
@@ -48,6 +52,8 @@ class FinetuneConfig:
             raise ConfigError("train.epochs, train.batch_size must be >= 1, learning_rate > 0")
         if not 0.0 <= self.val_ratio < 1.0:
             raise ConfigError(f"train.val_ratio must be in [0, 1), got {self.val_ratio}")
+        if not 0.0 <= self.sim_ratio < 1.0 or self.sim_samples < 1:
+            raise ConfigError("train.sim_ratio must be in [0, 1) and train.sim_samples >= 1")
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,12 @@ class Finetuner:
                 rms.count.zero_()  # the first update then replaces mean and var outright
             inputs, _ = self.windows.batch(self.train_idx)
             model.update_normalizers(inputs)
+        self.sim = None
+        if cfg.sim_oracle:
+            from penspin.finetune.sim_data import oracle_samples
+
+            self.sim = oracle_samples(cfg.sim_oracle, task, list(model.input_shapes),
+                                      cfg.sim_samples, cfg.seed)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate,
                                           weight_decay=cfg.weight_decay)
         self.run_dir = run_dir
@@ -98,6 +110,11 @@ class Finetuner:
 
     def loss(self, idx: torch.Tensor, train: bool) -> torch.Tensor:
         inputs, labels = self.windows.batch(idx)
+        if train and self.sim is not None:
+            ratio = self.cfg.sim_ratio
+            pick = torch.randint(len(self.sim[1]), (round(len(idx) * ratio / (1 - ratio)),))
+            inputs = {k: torch.cat([v, self.sim[0][k][pick]]) for k, v in inputs.items()}
+            labels = torch.cat([labels, self.sim[1][pick]])
         mu = self.model(inputs, fk_noise=self.cfg.fk_noise if train else 0.0)
         return (mu.clamp(-1.0, 1.0) - labels).abs().sum(-1).mean()
 
