@@ -1,5 +1,9 @@
 """Shared test settings."""
 
+# Before anything imports mujoco: a headless GL backend, so rendering tests run without a display.
+import penspin.viz.gl  # noqa: F401
+
+# isort: split
 import pytest
 import torch
 
