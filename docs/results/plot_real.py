@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 src = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/results/real_proxy.json")
 out = Path(sys.argv[2] if len(sys.argv) > 2 else "docs/real_finetune_curve.png")
 rows = {r["policy"]: r for r in json.loads(src.read_text())["results"]}
-demos = {0: sys.argv[3] if len(sys.argv) > 3 else "checkpoints/student-bc.pt",
-         5: "runs/ft-5/best.pt", 15: "runs/ft-15/best.pt", 45: "runs/ft-45/best.pt"}
+demos = {0: "checkpoints/student-dart.pt", 5: "runs/ftd-5/best.pt", 15: "runs/ftd-15/best.pt",
+         45: "runs/ftd-45/best.pt"}
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
 for ax, key, label in ((axes[0], "rotation_rad", "rotation per trial (rad)"),
                        (axes[1], "reach_180", "share reaching 180 deg")):
