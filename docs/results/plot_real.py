@@ -23,6 +23,11 @@ for ax, key, label in ((axes[0], "rotation_rad", "rotation per trial (rad)"),
     hi = [rows[demos[x]][key]["ci95"][1] for x in xs]
     ax.plot(xs, mean, "o-", label="pretrained + finetuned (0 = only pretrain)")
     ax.fill_between(xs, lo, hi, alpha=0.2)
+    mix = rows.get("runs/ftd-45-sim/best.pt")
+    if mix is not None:
+        ax.errorbar([45], [mix[key]["mean"]], yerr=[[mix[key]["mean"] - mix[key]["ci95"][0]],
+                    [mix[key]["ci95"][1] - mix[key]["mean"]]], fmt="*", ms=10, capsize=3,
+                    label="finetuned on 45 + simulated oracle data")
     for name, style in (("replay", "--"), ("runs/ft-scratch-45/best.pt", ":")):
         if name in rows:
             ax.axhline(rows[name][key]["mean"], ls=style, color="gray",

@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export_student)
 
     p = sub.add_parser("eval", help="measure a checkpoint: time to fall, survival, rotation speed")
-    p.add_argument("--checkpoint", required=True, nargs="+",
+    p.add_argument("--checkpoint", nargs="+", default=[],
                    help="oracle or student .pt; several are compared on the same episodes")
     p.add_argument("--episodes", type=int, default=256, help="number of 20 s episodes")
     p.add_argument("--out", default="", help="write the metrics here as JSON")
@@ -164,8 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_eval)
     p = sub.add_parser("export-replay",
                        help="step 3a: save oracle trajectories to replay open loop on a robot")
-    p.add_argument("--oracle", required=True, help="oracle .pt")
-    p.add_argument("--out", required=True, help="trajectory file (.npz)")
+    p.add_argument("--oracle", default="", help="oracle .pt (required)")
+    p.add_argument("--out", default="", help="trajectory file (.npz) (required)")
     p.add_argument("--pickle-dir", default="",
                    help="also write {'position': [T, 16]} pickles for the original's replay")
     _add_overrides(p)
@@ -175,13 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
                                       "in real_data.h5")
     p.add_argument("--robot", default="proxy", choices=("proxy", "ros2"),
                    help="proxy: the proxy-real MuJoCo world; ros2: a real Allegro hand")
-    p.add_argument("--trajectories", required=True, help="file from penspin export-replay")
+    p.add_argument("--trajectories", default="",
+                   help="file from penspin export-replay (required)")
     p.add_argument("--out-dir", default="real_data", help="folder for real_data.h5, videos, log")
     _add_overrides(p)
     p.set_defaults(func=_cmd_replay)
 
     p = sub.add_parser("finetune", help="step 4: train a student further on real_data.h5")
-    p.add_argument("--real-dataset-folder", required=True, help="folder with real_data.h5")
+    p.add_argument("--real-dataset-folder", default="",
+                   help="folder with real_data.h5 (required)")
     p.add_argument("--checkpoint-path", default="",
                    help="student .pt to start from (empty: a fresh student, 'no pretrain')")
     p.add_argument("--run-dir", default="runs/finetune", help="folder for logs and checkpoints")
@@ -216,6 +218,15 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    # Options a command needs to run, but not to list its keys with --keys.
+    needed = {"eval": ("checkpoint",), "export-replay": ("oracle", "out"),
+              "replay": ("trajectories",), "finetune": ("real_dataset_folder",)}
+    missing = [f"--{name.replace('_', '-')}" for name in needed.get(args.command, ())
+               if not getattr(args, name)]
+    if missing and not getattr(args, "keys", False):
+        print(f"penspin {args.command}: error: the following arguments are required: "
+              f"{', '.join(missing)}", file=sys.stderr)
+        raise SystemExit(2)
     try:
         args.func(args)
     except (ConfigError, FileNotFoundError, UserFacingError) as exc:

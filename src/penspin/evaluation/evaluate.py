@@ -164,7 +164,7 @@ def main(args) -> None:
         raise SystemExit("penspin eval: --episodes must be >= 1")
     torch.set_num_threads(1)
     policies = [load_policy(path) for path in args.checkpoint]
-    task = resolve(policies[0].task, args)
+    task = resolve(policies[0].task if policies else TaskConfig(), args)
     if task is None:
         return
     results = []

@@ -131,12 +131,12 @@ def main(args) -> None:
     from penspin.cli_support import resolve
     from penspin.learning.policy import load_policy
 
-    if not args.trajectories:
-        raise UserFacingError("--robot needs --trajectories FILE (from penspin export-replay): "
-                              "its start states and pens define the trials")
     cfg = resolve(RobotEvalConfig(), args)
     if cfg is None:
         return
+    if not args.trajectories:
+        raise UserFacingError("--robot needs --trajectories FILE (from penspin export-replay): "
+                              "its start states and pens define the trials")
     torch.set_num_threads(1)
     traj = Trajectories.load(args.trajectories)
     results = []
