@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -339,3 +341,27 @@ def test_policy_controller_on_the_proxy_sees_its_readings_and_commands(cache):
         np.testing.assert_allclose(act.seen[t]["proprio_hist"][:, -2].numpy(),
                                    act.seen[t - 1]["proprio_hist"][:, -1].numpy()
                                    if t > 1 else first[:, -1].numpy(), atol=1e-6)
+
+
+def test_privileged_inputs_match_the_task_layout_and_drive_the_oracle(cache):
+    from penspin.learning.policy import load_policy
+
+    start = _start(cache, _rows_for(cache, "marker", 2))
+    with ProxyRobot(pens_named("marker,highlighter"), ProxyConfig(severity=0.0)) as robot:
+        robot.start(start)
+        priv = robot.privileged(tactile=True, num_points=100)
+        assert priv["priv_info"].shape == (2, 61) and priv["point_cloud"].shape == (2, 100, 3)
+        assert robot.privileged(tactile=False, num_points=100)["priv_info"].shape == (2, 29)
+        # Layout of the task's vector: pen position first, then scale, mass, friction.
+        np.testing.assert_allclose(priv["priv_info"][:, :3], robot.pen_pos(), atol=1e-6)
+        np.testing.assert_allclose(priv["priv_info"][:, 4], [0.0150, 0.0240], atol=1e-6)
+        # Every cloud point lies on its pen: within half a length of the centre.
+        dist = (priv["point_cloud"] - torch.from_numpy(robot.pen_pos()).float()[:, None]).norm(-1)
+        assert dist.max() <= robot.pen_length.max() / 2 + 1e-4
+        oracle = load_policy(Path(__file__).resolve().parents[1] / "checkpoints" / "oracle.pt")
+        ctrl = PolicyController(oracle.act, oracle.task.action_scale,
+                                privileged_fn=lambda r: r.privileged(True, 100))
+        judge = PoseJudge(robot)
+        log = run_trial(robot, ctrl, start, 10, judge)
+        assert log.steps == 10 and np.isfinite(log.target).all()
+        assert not np.allclose(log.target[:, -1], start.target)  # the oracle moved the fingers
