@@ -11,7 +11,7 @@ the >= 100-trial evaluations take.
 
 from __future__ import annotations
 
-import penspin.viz.gl  # noqa: F401  (headless GL before mujoco loads)
+import penspin.sim.gl  # noqa: F401  (headless GL before mujoco loads)
 
 # isort: split
 import argparse

@@ -1,7 +1,7 @@
 """Shared test settings."""
 
 # Before anything imports mujoco: a headless GL backend, so rendering tests run without a display.
-import penspin.viz.gl  # noqa: F401
+import penspin.sim.gl  # noqa: F401
 
 # isort: split
 import pytest

@@ -115,7 +115,7 @@ def test_replay_keeps_successes_in_real_data(exported, replayed):
 
 VIDEO_SCRIPT = """
 import json, sys
-import penspin.viz.gl  # noqa: F401  (before mujoco)
+import penspin.sim.gl  # noqa: F401  (before mujoco)
 from penspin.robot.camera import SceneCamera
 from penspin.sim import scene
 try:

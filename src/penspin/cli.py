@@ -61,7 +61,7 @@ def _cmd_export_student(args) -> None:
 
 
 def _cmd_eval(args) -> None:
-    import penspin.viz.gl  # noqa: F401  (headless GL before mujoco loads: camera students)
+    import penspin.sim.gl  # noqa: F401  (headless GL before mujoco loads: camera students)
     from penspin.evaluation.evaluate import main
 
     main(args)
@@ -74,7 +74,7 @@ def _cmd_export_replay(args) -> None:
 
 
 def _cmd_replay(args) -> None:
-    import penspin.viz.gl  # noqa: F401  (headless GL before mujoco loads: check videos)
+    import penspin.sim.gl  # noqa: F401  (headless GL before mujoco loads: check videos)
     from penspin.replay.replay import main
 
     main(args)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 # Imported for its side effect: it picks a headless GL backend, which must precede mujoco's import.
-from penspin.viz import gl as _headless_gl  # noqa: F401
+from penspin.sim import gl as _headless_gl  # noqa: F401
 
 # isort: split
 import mujoco

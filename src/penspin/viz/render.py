@@ -1,13 +1,13 @@
 """Headless MP4 of one env driven by a policy, plus the numbers that say how well it spun.
 
 MuJoCo binds its OpenGL backend when ``mujoco`` is first imported; this module selects a
-headless one (``penspin.viz.gl``) first, so import it first in processes that render.
+headless one (``penspin.sim.gl``) first, so import it first in processes that render.
 """
 
 from __future__ import annotations
 
 # Imported first for its side effect: a headless GL backend, chosen before mujoco loads.
-from penspin.viz import gl  # noqa: F401
+from penspin.sim import gl  # noqa: F401
 
 # isort: split
 import dataclasses
