@@ -56,18 +56,23 @@ def test_grasps_command_writes_a_cache(tmp_path):
     assert len(cache["q"]) == 3 and np.all(cache["pen_pos"][:, 2] > 0.6)
 
 
-def test_train_resume_and_eval_commands(tmp_path, capsys):
+def test_train_resume_and_eval_commands(tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     main(["train-oracle", "--run-dir", str(run), "train.max_env_steps=48",
-          "train.save_every=2", *TINY, "train.logger=tensorboard"])
+          "train.save_every=2", *TINY, "train.logger=tensorboard", "train.bf16=true"])
     last = run / "last.pt"
     assert last.exists() and (run / "config.json").exists() and (run / "best.pt").exists()
     payload = load_checkpoint(last, "oracle")
     assert payload["counters"]["env_steps"] == 48
     assert payload["config"]["env"]["num_envs"] == 4
-    # Without --run-dir a resume continues in the checkpoint's own folder.
+    # Without --run-dir a resume continues in the checkpoint's own folder; a machine without
+    # native bf16 resumes a bf16 run in float32 (emulated bf16 is ~20x slower).
+    monkeypatch.setattr("penspin.learning.run_oracle.cpu_has_bf16", lambda: False)
     main(["train-oracle", "--resume", str(last), "train.max_env_steps=64"])
-    assert load_checkpoint(last, "oracle")["counters"]["env_steps"] == 64
+    resumed = load_checkpoint(last, "oracle")
+    assert resumed["counters"]["env_steps"] == 64
+    assert resumed["config"]["train"]["bf16"] is False
+    assert "no native bf16" in capsys.readouterr().out
     out = tmp_path / "eval.json"
     main(["eval", "--checkpoint", str(last), "--episodes", "3", "--out", str(out),
           "episode_length=5", "num_threads=1"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,7 +11,12 @@ import torch
 from penspin.cli_support import resolve, run_dir
 from penspin.config import from_dict, to_dict
 from penspin.learning.checkpoint import load_checkpoint
-from penspin.learning.oracle_trainer import CHECKPOINT_KIND, OracleTrainConfig, OracleTrainer
+from penspin.learning.oracle_trainer import (
+    CHECKPOINT_KIND,
+    OracleTrainConfig,
+    OracleTrainer,
+    cpu_has_bf16,
+)
 from penspin.task.config import TaskConfig
 
 
@@ -43,6 +49,12 @@ def main(args) -> None:
     cfg = resolve(base, args)
     if cfg is None:
         return
+    if args.resume and cfg.train.bf16 and not cpu_has_bf16() and "train.bf16=true" not in [
+            o.lower() for o in args.overrides]:
+        # A speed setting of the machine that wrote the checkpoint: emulated bf16 made a resumed
+        # run ~20x slower here. Numerics differ by bf16 rounding only.
+        print("this CPU has no native bf16: resuming in float32 (train.bf16=true forces it)")
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, bf16=False))
     trainer = build(cfg, run_dir(args, "runs/oracle"))
     if args.resume:
         trainer.resume(args.resume)
