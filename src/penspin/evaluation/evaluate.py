@@ -37,7 +37,7 @@ def rate_ci(successes: int, n: int) -> dict:
     z, p = 1.96, successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return {"mean": p, "ci95": [centre - half, centre + half]}
+    return {"mean": p, "ci95": [max(centre - half, 0.0), min(centre + half, 1.0)]}
 
 
 def summarise(ep: dict[str, np.ndarray], horizon_s: float) -> dict:
