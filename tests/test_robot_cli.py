@@ -259,3 +259,17 @@ def test_export_replay_refuses_a_student(tmp_path, capsys):
     assert exc.value.code == 2
     assert "student" in capsys.readouterr().err
     assert not (tmp_path / "t.npz").exists()
+
+
+def test_a_second_replay_into_the_same_folder_appends(exported, replayed, tmp_path):
+    out = tmp_path / "again"
+    shutil.copytree(replayed, out)
+    main(["replay", "--trajectories", str(exported / "traj.npz"), "--out-dir", str(out),
+          "replay.pens=marker", "replay.video_fps=0", "replay.min_rotation=0",
+          "replay.repeats=2", "robot.proxy.seed=7"])
+    first = json.loads((out / "replay_log.json").read_text())
+    second = json.loads((out / "replay_log_1.json").read_text())
+    assert [r["trial"] for r in first["records"]] == [0]
+    assert [r["trial"] for r in second["records"]] == [1, 2]  # numbered on, no name clashes
+    kept = sum(r["success"] for r in first["records"] + second["records"])
+    assert second["demos_in_file"] == kept == len(dataset.load_demos(out))

@@ -5,7 +5,8 @@ error; a real hand asks the person to place it), plays the absolute targets at t
 control rate, and is judged (proxy: from the pen pose; real hand: the person says). Successes are
 appended to ``real_data.h5`` in the original's layout (with cameras, ``real_data_full.h5`` too),
 one atomic append each, so a replay killed at any moment leaves every earlier demo readable.
-A check video per trial and ``replay_log.json`` (verdicts, rotation, loop timing) sit beside.
+A check video per trial and ``replay_log.json`` (verdicts, rotation, loop timing) sit beside;
+a later replay into the same folder writes ``replay_log_1.json``, ... and numbers its trials on.
 """
 
 from __future__ import annotations
@@ -101,6 +102,9 @@ def replay(traj: Trajectories, kind: str, cfg: ReplayConfig, out_dir: str | Path
     fk = FingertipFK()
     records, timing = [], []
     kept = dataset.demo_count(out / dataset.FILE_NAME)
+    logs = sorted(out.glob("replay_log*.json"))
+    first_trial = sum(json.loads(p.read_text())["trials"] for p in logs)
+    log_path = out / ("replay_log.json" if not logs else f"replay_log_{len(logs)}.json")
     bar = tqdm(total=len(trials), desc=f"replay on {kind}", unit="trial", disable=not progress)
     for b, start in enumerate(range(0, len(trials), batch)):
         sel = trials[start:start + batch]
@@ -122,7 +126,7 @@ def replay(traj: Trajectories, kind: str, cfg: ReplayConfig, out_dir: str | Path
         first, end = judge.kept_window()
         names = []
         for h, traj_id in enumerate(sel):
-            trial = start + h
+            trial = first_trial + start + h
             rec = {"trial": int(trial), "trajectory": int(traj_id), "pen": str(part.pen_name[h]),
                    "success": bool(ok[h]), "kept_steps": int(end[h] - first[h])}
             if isinstance(judge, PoseJudge):
@@ -148,7 +152,7 @@ def replay(traj: Trajectories, kind: str, cfg: ReplayConfig, out_dir: str | Path
         "robot_shift": robot.describe() if hasattr(robot, "describe") else {},
         "config": dataclasses.asdict(cfg), "records": records,
     }
-    (out / "replay_log.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log_path.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
