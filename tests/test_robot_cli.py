@@ -273,3 +273,24 @@ def test_a_second_replay_into_the_same_folder_appends(exported, replayed, tmp_pa
     assert [r["trial"] for r in second["records"]] == [1, 2]  # numbered on, no name clashes
     kept = sum(r["success"] for r in first["records"] + second["records"])
     assert second["demos_in_file"] == kept == len(dataset.load_demos(out))
+
+
+def test_replay_with_camera_writes_the_full_file(exported, tmp_path):
+    out = tmp_path / "full"
+    try:
+        main(["replay", "--trajectories", str(exported / "traj.npz"), "--out-dir", str(out),
+              "replay.pens=marker", "replay.video_fps=0", "replay.min_rotation=0",
+              "replay.steps=12", "replay.camera=true"])
+    except Exception as exc:  # no offscreen GL on this machine
+        if "OpenGL" in str(exc) or "gl" in type(exc).__name__.lower():
+            pytest.skip(f"no offscreen GL: {exc}")
+        raise
+    full = dataset.load_demos(out / dataset.FULL_FILE_NAME)
+    assert len(full) == 1 and full[0].length == 12
+    extras = full[0].extras
+    assert extras["rgb_ori"].shape == (12, 72, 96, 3) and extras["depth"].shape == (12, 72, 96)
+    assert extras["pc"].shape == (12, 512, 3)
+    # The camera saw the pen: its ends lie within a pen length of the palm, not at zero.
+    ends = extras["obj_ends"]
+    assert ends.shape == (12, 2, 3) and np.all(np.linalg.norm(ends, axis=-1) > 0.03)
+    assert np.all(np.linalg.norm(ends[:, 0] - ends[:, 1], axis=-1) > 0.08)

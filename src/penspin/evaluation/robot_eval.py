@@ -22,8 +22,9 @@ from tqdm import tqdm
 from penspin.config import ConfigError, UserFacingError
 from penspin.evaluation.evaluate import mean_ci, rate_ci
 from penspin.replay.trajectories import Trajectories
+from penspin.robot.camera import EndsTracker
 from penspin.robot.controllers import OpenLoop, PolicyController
-from penspin.robot.factory import EndsTracker, RobotConfig, open_robot
+from penspin.robot.factory import RobotConfig, open_robot
 from penspin.robot.proxy import PENS_BY_NAME
 from penspin.robot.trial import PoseJudge, run_trial
 

@@ -25,8 +25,9 @@ from penspin.config import ConfigError
 from penspin.learning.kinematics import FingertipFK
 from penspin.replay import dataset
 from penspin.replay.trajectories import Trajectories
+from penspin.robot.camera import EndsTracker
 from penspin.robot.controllers import OpenLoop
-from penspin.robot.factory import EndsTracker, RobotConfig, open_robot
+from penspin.robot.factory import RobotConfig, open_robot
 from penspin.robot.proxy import pens_named
 from penspin.robot.trial import AskJudge, PoseJudge, run_trial
 

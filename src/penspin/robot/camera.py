@@ -24,7 +24,7 @@ from penspin.sim import scene
 from penspin.sim.allegro import PALM_POS
 
 if TYPE_CHECKING:
-    from penspin.robot.interface import CameraFrame
+    from penspin.robot.interface import CameraFrame, HandRobot
 
 PALM = np.asarray(PALM_POS, dtype=np.float64)
 
@@ -182,3 +182,28 @@ class SceneCamera:
 
     def close(self) -> None:
         self.renderer.close()
+
+
+class EndsTracker:
+    """Pen ends (palm frame) from the robot's camera, each end keeping its identity from frame
+    to frame; a lost frame repeats the last estimate, as a tracker would. ``frame`` and
+    ``points`` keep the last frame and clouds for the replay's full log."""
+
+    def __init__(self, cfg: EndsPipelineConfig, num_hands: int):
+        self.cfg = cfg
+        self.rng = np.random.default_rng(cfg.seed)
+        self.last = np.full((num_hands, 2, 3), np.nan)
+        self.frame: CameraFrame | None = None
+        self.points: np.ndarray | None = None
+
+    def __call__(self, robot: HandRobot) -> np.ndarray:
+        """Ends [n, 6] relative to the palm, the student's ``obj_ends`` entry."""
+        frame = self.frame = robot.camera()
+        pcs = []
+        for i in range(robot.num_hands):
+            got = pen_ends_from_frame(frame, i, self.cfg, self.rng, self.last[i])
+            if got.ok:
+                self.last[i] = got.ends
+            pcs.append(got.points)
+        self.points = np.stack(pcs)
+        return np.nan_to_num(self.last).reshape(robot.num_hands, 6)

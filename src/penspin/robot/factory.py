@@ -5,10 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from penspin.config import ConfigError
-from penspin.robot.camera import EndsPipelineConfig, pen_ends_from_frame
+from penspin.robot.camera import EndsPipelineConfig
 from penspin.robot.interface import HandRobot
 from penspin.robot.proxy import PENS_BY_NAME, ProxyConfig
 from penspin.robot.ros2 import Ros2Config
@@ -42,27 +40,3 @@ def open_robot(kind: str, cfg: RobotConfig, pen_names: list[str] | None = None,
 
         return Ros2Robot(cfg.ros2, cfg.limits)
     raise ConfigError(f"unknown robot {kind!r}; choose from {ROBOTS}")
-
-
-class EndsTracker:
-    """Pen ends (world frame) from the robot's camera, each end keeping its identity from frame
-    to frame; a lost frame repeats the last estimate, as a tracker would."""
-
-    def __init__(self, cfg: EndsPipelineConfig, num_hands: int):
-        self.cfg = cfg
-        self.rng = np.random.default_rng(cfg.seed)
-        self.last = np.full((num_hands, 2, 3), np.nan)
-        self.points: np.ndarray | None = None
-
-    def __call__(self, robot: HandRobot) -> np.ndarray:
-        """Ends [n, 6] relative to the palm, the student's ``obj_ends`` entry."""
-        frame = robot.camera()
-        self.frame = frame
-        pcs = []
-        for i in range(robot.num_hands):
-            got = pen_ends_from_frame(frame, i, self.cfg, self.rng, self.last[i])
-            if got.ok:
-                self.last[i] = got.ends
-            pcs.append(got.points)
-        self.points = np.stack(pcs)
-        return np.nan_to_num(self.last).reshape(robot.num_hands, 6)
