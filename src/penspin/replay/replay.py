@@ -29,7 +29,7 @@ from penspin.robot.camera import EndsTracker
 from penspin.robot.controllers import OpenLoop
 from penspin.robot.factory import RobotConfig, open_robot
 from penspin.robot.proxy import pens_named
-from penspin.robot.trial import AskJudge, PoseJudge, run_trial
+from penspin.robot.trial import AskJudge, PoseJudge, loop_timing, run_trial
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def replay(traj: Trajectories, kind: str, cfg: ReplayConfig, out_dir: str | Path
     steps = traj.targets.shape[1] if rs.steps <= 0 else min(rs.steps, traj.targets.shape[1])
     batch = rs.batch if kind == "proxy" else 1
     fk = FingertipFK()
-    records, timing = [], []
+    records, periods, compute = [], [], []
     kept = dataset.demo_count(out / dataset.FILE_NAME)
     logs = sorted(out.glob("replay_log*.json"))
     first_trial = sum(json.loads(p.read_text())["trials"] for p in logs)
@@ -125,6 +125,7 @@ def replay(traj: Trajectories, kind: str, cfg: ReplayConfig, out_dir: str | Path
             judge.decide()
         ok = judge.success()
         first, end = judge.kept_window()
+        held = judge.held_seconds() if isinstance(judge, PoseJudge) else None
         names = []
         for h, traj_id in enumerate(sel):
             trial = first_trial + start + h
@@ -132,7 +133,7 @@ def replay(traj: Trajectories, kind: str, cfg: ReplayConfig, out_dir: str | Path
                    "success": bool(ok[h]), "kept_steps": int(end[h] - first[h])}
             if isinstance(judge, PoseJudge):
                 rec.update(rotation_rad=float(judge.rotation[h]), dropped=bool(judge.dropped[h]),
-                           held_s=float(judge.held_seconds()[h]))
+                           held_s=float(held[h]))
             if ok[h] and (rs.max_demos <= 0 or kept < rs.max_demos):
                 rec["demo"] = _append(out, log, h, slice(first[h], end[h]), fk, rs.camera)
                 kept += 1
@@ -140,7 +141,8 @@ def replay(traj: Trajectories, kind: str, cfg: ReplayConfig, out_dir: str | Path
             names.append(f"trial_{trial:04d}_{part.pen_name[h]}_{'ok' if ok[h] else 'fail'}")
         if videos is not None:
             videos.write(out / "videos", names)
-        timing.append(log.timing())
+        periods += log.periods
+        compute += log.compute
         bar.update(len(sel))
         bar.set_postfix(kept=kept, success=f"{np.mean([r['success'] for r in records]):.2f}")
     bar.close()
@@ -148,8 +150,7 @@ def replay(traj: Trajectories, kind: str, cfg: ReplayConfig, out_dir: str | Path
         "robot": kind, "trials": len(records),
         "success_rate": float(np.mean([r["success"] for r in records])),
         "demos_in_file": kept, "control_hz": robot.control_hz,
-        "timing_s": {k: {s: float(np.median([t[k][s] for t in timing])) for s in ("median", "p99")}
-                     for k in ("period", "compute")},
+        "timing_s": loop_timing(periods, compute),
         "robot_shift": robot.describe() if hasattr(robot, "describe") else {},
         "config": dataclasses.asdict(cfg), "records": records,
     }

@@ -118,14 +118,15 @@ class TrialLog:
     periods: list[float] = field(default_factory=list)
     compute: list[float] = field(default_factory=list)
 
-    def timing(self) -> dict:
-        """Median and p99 of the loop period and of the work inside it (s)."""
-        out = {}
-        for name, values in (("period", self.periods), ("compute", self.compute)):
-            v = np.asarray(values)
-            out[name] = {"median": float(np.median(v)) if len(v) else math.nan,
-                         "p99": float(np.quantile(v, 0.99)) if len(v) else math.nan}
-        return out
+
+def loop_timing(periods: list[float], compute: list[float]) -> dict:
+    """Median and p99 of the loop period and of the work inside it (s)."""
+    out = {}
+    for name, values in (("period", periods), ("compute", compute)):
+        v = np.asarray(values)
+        out[name] = {"median": float(np.median(v)) if len(v) else math.nan,
+                     "p99": float(np.quantile(v, 0.99)) if len(v) else math.nan}
+    return out
 
 
 def run_trial(robot: HandRobot, controller, start: StartState | None, steps: int, judge,
