@@ -2,7 +2,9 @@
 
 Every cross-rank reduction (gradients, KL, normaliser statistics, advantage statistics) goes through
 these helpers, so a single-process run pays nothing and a ``torchrun`` run needs no other changes.
-The process group is created lazily on first use: NCCL on CUDA, gloo otherwise.
+The process group is joined by the first caller (``run_oracle.build`` joins before it builds the
+env, so a rank is bound to its GPU first); it names no backend, so c10d uses gloo for CPU tensors
+and NCCL for CUDA tensors.
 """
 
 from __future__ import annotations
@@ -33,11 +35,23 @@ def is_rank0() -> bool:
     return rank() == 0
 
 
+def print0(*args, **kwargs) -> None:
+    """``print`` on rank 0 only, so a message appears once however many ranks run."""
+    if is_rank0():
+        print(*args, **kwargs)
+
+
 def init() -> None:
-    """Join the process group if ``WORLD_SIZE`` > 1 and it is not joined yet."""
+    """Join the process group if ``WORLD_SIZE`` > 1 and it is not joined yet.
+
+    Naming NCCL whenever CUDA exists broke CPU-backend runs on GPU machines (NCCL cannot reduce
+    CPU tensors); with no backend named, each tensor's device picks its own. NCCL needs one GPU
+    per process, hence the binding to GPU ``LOCAL_RANK`` where it exists.
+    """
     if world_size() > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
+        if torch.cuda.is_available() and local_rank() < torch.cuda.device_count():
+            torch.cuda.set_device(local_rank())
+        dist.init_process_group()
 
 
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ import torch
 
 from penspin.cli_support import resolve, run_dir
 from penspin.config import from_dict, to_dict
+from penspin.learning import distributed
 from penspin.learning.checkpoint import load_checkpoint
 from penspin.learning.oracle_trainer import (
     CHECKPOINT_KIND,
@@ -37,7 +38,9 @@ def build(cfg: OracleRunConfig, run_dir: str | Path) -> OracleTrainer:
 
     # Physics runs on its own threads; torch gets one so the two never fight over the 2 cores.
     torch.set_num_threads(1)
-    env = PenSpinEnv(cfg.env)
+    distributed.init()
+    # Each rank draws its own grasps, physics parameters and noise; rank 0 is the configured seed.
+    env = PenSpinEnv(dataclasses.replace(cfg.env, seed=cfg.env.seed + distributed.rank()))
     return OracleTrainer(env, cfg.train, run_dir=run_dir, resolved_config=to_dict(cfg))
 
 
@@ -53,12 +56,13 @@ def main(args) -> None:
             o.lower() for o in args.overrides]:
         # A speed setting of the machine that wrote the checkpoint: emulated bf16 made a resumed
         # run ~20x slower here. Numerics differ by bf16 rounding only.
-        print("this CPU has no native bf16: resuming in float32 (train.bf16=true forces it)")
+        distributed.print0("this CPU has no native bf16: resuming in float32 "
+                           "(train.bf16=true forces it)")
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, bf16=False))
     trainer = build(cfg, run_dir(args, "runs/oracle"))
     if args.resume:
         trainer.resume(args.resume)
-        print(f"resumed {args.resume} at {trainer.env_steps:,} env steps")
+        distributed.print0(f"resumed {args.resume} at {trainer.env_steps:,} env steps")
     trainer.train()
     trainer.env.close()
-    print(f"checkpoints in {trainer.run_dir} (best.pt, last.pt)")
+    distributed.print0(f"checkpoints in {trainer.run_dir} (best.pt, last.pt)")
