@@ -63,6 +63,18 @@ class _HistoryEncoder(nn.Module):
         return self.out(self.encoder(tokens)[:, 0])
 
 
+class _HistoryConv(nn.Module):
+    def __init__(self, dim: int, length: int, kernel: int = 5, stride: int = 2):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv1d(dim, dim, kernel, stride), nn.ELU(),
+                                  nn.Conv1d(dim, dim, kernel, stride), nn.ELU())
+        out_len = ((length - kernel) // stride + 1 - kernel) // stride + 1
+        self.out = nn.Linear(dim * out_len, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.conv(x.transpose(1, 2)).flatten(1))
+
+
 class _FingertipFK(nn.Module):
     """World fingertip positions [B, 3 * fingers] from joint angles, chain from the JSON."""
 
@@ -110,8 +122,12 @@ class _StudentNet(nn.Module):
         self.fk = _FingertipFK(chain)
         self.obs_rms = _Normalizer(a["obs_dim"], eps, clip)
         self.tip_rms = _Normalizer(12, eps, clip)
-        self.proprio_encoder = _HistoryEncoder(a["proprio_dim"], a["history_len"], a["n_heads"],
-                                               a["n_layers"], a["dim_feedforward"])
+        if a.get("history_encoder", "transformer") == "conv":
+            self.proprio_encoder = _HistoryConv(a["proprio_dim"], a["history_len"])
+        else:
+            self.proprio_encoder = _HistoryEncoder(a["proprio_dim"], a["history_len"],
+                                                   a["n_heads"], a["n_layers"],
+                                                   a["dim_feedforward"])
         self.proprio_fuse = nn.Linear(a["proprio_dim"], a["proprio_out"])
         self.tip_mlp = _mlp(12, a["tip_units"], final_act=False)
         feat = a["obs_dim"] + a["proprio_out"] + a["tip_units"][-1]

@@ -9,6 +9,7 @@ the oracle's clamped actions with an L1 loss (sum over joints, mean over samples
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,13 @@ from penspin.learning.checkpoint import (
 from penspin.learning.networks import OracleActorCritic
 from penspin.learning.oracle_trainer import CHECKPOINT_KIND as ORACLE_KIND
 from penspin.learning.runner import EpisodeStats, Runner, seed_everything
-from penspin.learning.student import INPUT_MODES, StudentActorCritic, StudentNetworkConfig
+from penspin.learning.student import (
+    INPUT_MODES,
+    StudentActorCritic,
+    StudentNetworkConfig,
+    with_defaults,
+)
+from penspin.task.episodes import run_episodes
 
 CHECKPOINT_KIND = "student"
 
@@ -55,6 +62,13 @@ class StudentTrainConfig:
     # of a real hand's FK (PenSpin adds U(-0.01, 0.01) in normalised units, about 0.1 mm).
     fk_noise: float = 0.002
     save_every: int = 20
+    # Closed-loop selection: every ``eval_every`` iterations the student drives
+    # ``eval_episodes`` held-out episodes (seed ``eval_seed``, the same ones each time) and
+    # best.pt is the longest mean time to fall. A low BC loss did not predict closed-loop
+    # survival (docs/student.md). 0 turns it off: best.pt is then the lowest held-out loss.
+    eval_every: int = 10
+    eval_episodes: int = 64
+    eval_seed: int = 1_000_003
     reward_window: int = 200
     seed: int = 42
     logger: str = "tensorboard"
@@ -69,9 +83,11 @@ class StudentTrainConfig:
         if self.logger not in ("tensorboard", "wandb", "none"):
             raise ConfigError(f"logger must be tensorboard, wandb or none, got {self.logger!r}")
         for name in ("horizon", "num_minibatches", "mini_epochs", "max_env_steps", "save_every",
-                     "reward_window", "learn_threads"):
+                     "reward_window", "learn_threads", "eval_episodes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_every < 0:
+            raise ConfigError(f"eval_every must be >= 0 (0: off), got {self.eval_every}")
         if self.learning_rate <= 0 or self.grad_norm <= 0 or self.fk_noise < 0:
             raise ConfigError("learning_rate and grad_norm must be > 0, fk_noise >= 0")
         if self.drive_noise < 0:
@@ -143,7 +159,7 @@ class StudentTrainer(Runner):
             env.obs_shapes, env.num_actions, cfg.input_mode, cfg.network).to(self.device)
         if cfg.init:
             init = load_checkpoint(cfg.init, expected_kind=CHECKPOINT_KIND)
-            diffs = diff_keys(init["model_args"], self.model.model_args)
+            diffs = diff_keys(with_defaults(init["model_args"]), self.model.model_args)
             if diffs:
                 raise CheckpointError(f"{cfg.init}: its network does not fit this run: "
                                       + "; ".join(diffs))
@@ -151,6 +167,7 @@ class StudentTrainer(Runner):
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate)
         self.episodes = EpisodeStats(env.num_envs, cfg.reward_window, self.device)
         self.best_loss = math.inf
+        self.best_eval = -math.inf
 
     def steps_per_iteration(self) -> int:
         return self.cfg.horizon * self.env.num_envs
@@ -160,10 +177,27 @@ class StudentTrainer(Runner):
                 "reward": f"{scalars.get('episode/reward', math.nan):.2f}"}
 
     def _improved(self, scalars: dict[str, float]) -> bool:
+        if self.cfg.eval_every:
+            score = scalars.get("eval/time_to_fall_s", -math.inf)
+            if score <= self.best_eval:
+                return False
+            self.best_eval = score
+            return True
         if scalars["loss/heldout"] >= self.best_loss:
             return False
         self.best_loss = scalars["loss/heldout"]
         return True
+
+    def closed_loop(self) -> dict[str, float]:
+        """The student drives the held-out episodes; their means, for logs and selection."""
+        task = dataclasses.replace(self.env.cfg, seed=self.cfg.eval_seed)
+        with torch.random.fork_rng():
+            ep = run_episodes(self.model.act_inference, task, self.cfg.eval_episodes,
+                              progress=False)
+        held = ep["length"] * ep["dt"]
+        return {"eval/time_to_fall_s": float(held.mean()),
+                "eval/survival": float((~ep["fell"]).mean()),
+                "eval/rotation_rad_s": float((ep["rotation"] / held.clip(min=1e-9)).mean())}
 
     def _collect(self) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """``horizon`` steps; returns the student inputs and the oracle's labels."""
@@ -227,13 +261,19 @@ class StudentTrainer(Runner):
         end = time.perf_counter()
         scalars["policy/lr"] = self.cfg.learning_rate
         # Who drives decides whose episodes these are: the oracle's (BC) or the student's.
-        return self._summary(scalars, start, rollout_end, end)
+        scalars = self._summary(scalars, start, rollout_end, end)
+        if self.cfg.eval_every and (self.iteration + 1) % self.cfg.eval_every == 0:
+            scalars.update(self.closed_loop())
+            scalars["time/eval_s"] = time.perf_counter() - end
+            scalars["time/iteration_s"] += scalars["time/eval_s"]  # throughput pays for it
+        return scalars
 
     def _extra_payload(self) -> dict:
         """The oracle's weights go in too, so a resume does not need the oracle file."""
         return {
             "optimizer": self.optimizer.state_dict(),
             "best_loss": self.best_loss,
+            "best_eval": self.best_eval,
             "obs": self.obs,
             "oracle": {"path": self.oracle_path, "model_args": self.oracle.model_args,
                        "model": self.oracle.state_dict()},
@@ -242,5 +282,6 @@ class StudentTrainer(Runner):
     def _restore_extra(self, payload: dict) -> None:
         self.optimizer.load_state_dict(payload["optimizer"])
         self.best_loss = payload["best_loss"]
+        self.best_eval = payload.get("best_eval", -math.inf)
 
 
