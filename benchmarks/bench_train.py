@@ -1,9 +1,9 @@
 """Where oracle-training time goes: physics, task code, policy inference and the PPO update.
 
-Runs a few PPO iterations of `penspin train-oracle` on its defaults (256 envs) and splits wall
-time into MuJoCo physics (the backend's rollout call), task code (everything else in env.step),
-policy inference during rollouts, and learning (the PPO update), for each `learn_threads`
-setting asked for. Prints a markdown table for docs/benchmarks.md.
+Runs a few PPO iterations of `penspin train-oracle` (256 envs by default) for each variant (a
+list of `key=value` overrides: the update's levers) and splits wall time into MuJoCo physics
+(the backend's rollout call), task code (everything else in env.step), policy inference during
+rollouts, and learning (the PPO update). Prints a markdown table for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -15,12 +15,20 @@ import time
 from penspin.config import apply_overrides
 from penspin.learning.run_oracle import OracleRunConfig, build
 
+VARIANTS = {
+    "defaults": [],
+    "2 learn threads": ["train.learn_threads=2"],
+    "3 epochs": ["train.ppo.mini_epochs=3"],
+    "50 points": ["env.obs.num_points=50"],
+    "3 epochs, 50 points, 2 threads": ["train.ppo.mini_epochs=3", "env.obs.num_points=50",
+                                       "train.learn_threads=2"],
+}
 
-def measure(num_envs: int, iterations: int, learn_threads: int, run_dir: str) -> dict:
+
+def measure(num_envs: int, iterations: int, overrides: list[str], run_dir: str) -> dict:
     cfg = apply_overrides(OracleRunConfig(), [
         f"env.num_envs={num_envs}", "train.logger=none", "train.progress=false",
-        f"train.learn_threads={learn_threads}", "train.save_every=100000",
-        f"train.max_env_steps={num_envs * 12 * (iterations + 1)}",
+        "train.save_every=100000", *overrides,
     ])
     trainer = build(cfg, run_dir)
     backend = trainer.env.backend
@@ -43,9 +51,9 @@ def measure(num_envs: int, iterations: int, learn_threads: int, run_dir: str) ->
     phys = sum(physics)
     learn = sum(r["time/learn_s"] for r in rows)
     policy = sum(r["time/policy_s"] for r in rows)
-    steps = num_envs * 12 * iterations
+    steps = trainer.steps_per_iteration() * iterations
     return {
-        "envs": num_envs, "learn_threads": learn_threads, "steps_per_s": steps / total,
+        "envs": num_envs, "steps_per_s": steps / total,
         "physics": phys / total, "task": (env - phys) / total, "policy": policy / total,
         "learn": learn / total, "learn_over_physics": learn / phys,
         "iter_s": statistics.median(r["time/iteration_s"] for r in rows),
@@ -56,17 +64,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envs", type=int, default=256)
     parser.add_argument("--iterations", type=int, default=8)
-    parser.add_argument("--learn-threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--run-dir", default="/tmp/penspin-bench-train")
     args = parser.parse_args()
-    results = [measure(args.envs, args.iterations, t, args.run_dir) for t in args.learn_threads]
-    print("| envs | learn threads | env steps/s (training) | physics | task code | policy | "
+    print("| envs | setting | env steps/s (training) | physics | task code | policy | "
           "learning | learning / physics |")
     print("|---|---|---|---|---|---|---|---|")
-    for r in results:
-        print(f"| {r['envs']} | {r['learn_threads']} | {r['steps_per_s']:.0f} | "
+    for name in args.variants:
+        r = measure(args.envs, args.iterations, VARIANTS[name], args.run_dir)
+        print(f"| {r['envs']} | {name} | {r['steps_per_s']:.0f} | "
               f"{r['physics']:.0%} | {r['task']:.0%} | {r['policy']:.0%} | {r['learn']:.0%} | "
-              f"{r['learn_over_physics']:.2f} |")
+              f"{r['learn_over_physics']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
