@@ -78,3 +78,48 @@ def test_time_out_is_truncation():
     flags = [env.step(np.zeros(16, np.float32))[2:4] for _ in range(3)]
     env.close()
     assert flags == [(False, False), (False, False), (False, True)]
+
+
+def test_render_draws_the_current_state_as_rgb():
+    env = PenSpinGymEnv(render_mode="rgb_array", width=64, height=48)
+    env.reset(seed=0)
+    first = env.render()
+    assert first.shape == (48, 64, 3) and first.dtype == np.uint8
+    assert np.array_equal(env.render(), first)  # same state, same picture
+    for _ in range(3):
+        env.step(np.full(16, 0.5, np.float32))
+    assert not np.array_equal(env.render(), first)  # the hand and pen moved
+    env.close()
+
+
+def test_record_video_writes_an_mp4_of_an_episode(tmp_path):
+    import imageio.v2 as imageio
+    from gymnasium.wrappers import RecordVideo
+
+    env = gymnasium.make(ENV_ID, render_mode="rgb_array", width=64, height=48,
+                         overrides=["episode_length=5"])
+    assert env.metadata["render_fps"] == pytest.approx(20)
+    env = RecordVideo(env, str(tmp_path / "videos"), episode_trigger=lambda _: True,
+                      disable_logger=True)
+    env.reset(seed=0)
+    truncated = False
+    while not truncated:
+        truncated = env.step(np.zeros(16, np.float32))[3]
+    env.close()
+    videos = list((tmp_path / "videos").glob("*.mp4"))
+    assert len(videos) == 1
+    with imageio.get_reader(videos[0]) as reader:
+        assert reader.count_frames() == 6  # the reset frame and one per step
+
+
+def test_render_mode_is_checked_and_required():
+    with pytest.raises(ValueError, match="render_mode must be None or one of"):
+        PenSpinGymEnv(render_mode="human")
+    with pytest.raises(ValueError, match="render_mode must be None or one of"), \
+            pytest.warns(UserWarning, match="not in the possible render_modes"):
+        gymnasium.make(ENV_ID, render_mode="ansi")
+    env = PenSpinGymEnv()
+    env.reset(seed=0)
+    with pytest.warns(UserWarning, match="render_mode='rgb_array'"):
+        assert env.render() is None
+    env.close()

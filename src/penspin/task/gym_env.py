@@ -3,11 +3,16 @@
 Training uses the batched torch ``PenSpinEnv`` directly; this wrapper serves single-env users
 (Stable-Baselines3, env checkers, quick scripts). Importing this module registers
 ``PenSpin-v0``; ``gymnasium.make("penspin.task.gym_env:PenSpin-v0")`` imports and makes it in one
-call. Frames for videos: ``penspin.viz.render.FrameRenderer(gym_env.unwrapped.env)``.
+call. ``render_mode="rgb_array"`` makes ``render()`` return frames, so
+``gymnasium.wrappers.RecordVideo`` works (it needs ``pip install moviepy``).
 """
 
 from __future__ import annotations
 
+# Imported first: it chooses a headless GL backend before anything imports mujoco.
+from penspin.sim.frames import EnvFrames
+
+# isort: split
 import dataclasses
 from collections.abc import Sequence
 from typing import Any
@@ -17,7 +22,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from penspin.config import apply_overrides
+from penspin.config import ConfigError, apply_overrides
 from penspin.task.config import TaskConfig
 from penspin.task.env import PenSpinEnv
 
@@ -46,14 +51,26 @@ class PenSpinGymEnv(gymnasium.Env):
 
     ``terminated`` means the pen fell (or the physics diverged), ``truncated`` the 400-step
     time-out. ``reset(seed=s)`` reseeds everything the task draws (grasp, physics parameters,
-    noise, pushes), so equal seeds give equal episodes.
+    noise, pushes), so equal seeds give equal episodes. With ``render_mode="rgb_array"``,
+    ``render()`` draws the current state from ``camera`` ("front" or "top") as (H, W, 3) uint8.
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
 
-    def __init__(self, config: TaskConfig | None = None, overrides: Sequence[str] = ()):
+    def __init__(self, config: TaskConfig | None = None, overrides: Sequence[str] = (),
+                 render_mode: str | None = None, width: int = 640, height: int = 480,
+                 camera: str = "front"):
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ConfigError(f"render_mode must be None or one of "
+                              f"{self.metadata['render_modes']}, got {render_mode!r}")
         cfg = apply_overrides(config or TaskConfig(), list(overrides))
         self.env = _FinalObsPenSpinEnv(dataclasses.replace(cfg, num_envs=1, num_threads=1))
+        # One frame per control step: RecordVideo plays episodes back in real time.
+        self.metadata = {**self.metadata, "render_fps": 1.0 / self.env.dt}
+        self.render_mode = render_mode
+        self._frames = None
+        if render_mode == "rgb_array":
+            self._frames = EnvFrames(self.env.backend, 0, camera, width, height)
         self.observation_space = spaces.Dict({
             key: spaces.Box(-np.inf, np.inf, shape, np.float32)
             for key, shape in self.env.obs_shapes.items()
@@ -81,7 +98,16 @@ class PenSpinGymEnv(gymnasium.Env):
                               for k, v in info["episode"].items()}
         return _to_numpy(obs), float(reward[0]), terminated, truncated, out
 
+    def render(self) -> np.ndarray | None:
+        if self._frames is None:
+            gymnasium.logger.warn("render() needs render_mode='rgb_array' when the env is made")
+            return None
+        return self._frames.frame(self.env.tactile[0].numpy())
+
     def close(self) -> None:
+        if self._frames is not None:
+            self._frames.close()
+            self._frames = None
         self.env.close()
 
 

@@ -1,34 +1,29 @@
 """Headless MP4 of one env driven by a policy, plus the numbers that say how well it spun.
 
-MuJoCo binds its OpenGL backend when ``mujoco`` is first imported; this module selects a
-headless one (``penspin.sim.gl``) first, so import it first in processes that render.
+Frames come from ``penspin.sim.frames``, which selects a headless GL backend before mujoco loads;
+import this module (or that one) first in processes that render.
 """
 
 from __future__ import annotations
 
-# Imported first for its side effect: a headless GL backend, chosen before mujoco loads.
-from penspin.sim import gl  # noqa: F401
+# Imported first: it chooses a headless GL backend before anything imports mujoco.
+from penspin.sim.frames import EnvFrames
 
 # isort: split
 import dataclasses
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 
-import mujoco
 import numpy as np
 import torch
 
 from penspin.config import ConfigError
-from penspin.sim import scene
 from penspin.task.config import TaskConfig
 from penspin.task.env import PenSpinEnv
 
 Policy = Callable[[dict], "torch.Tensor | np.ndarray"]
 
-TAXEL_ON = (0.1, 0.95, 0.2, 0.95)
-TAXEL_OFF = (0.55, 0.1, 0.1, 0.3)
 RANDOM_ACTION_SCALE = 0.3
 
 
@@ -123,62 +118,18 @@ def format_summary(result: dict) -> str:
     ])
 
 
-def style_model(model: mujoco.MjModel) -> None:
-    """Brighter light, fingertip marker and contact-sensor sites hidden: only taxels stay.
-
-    Only visual fields of the env's own model change; physics is untouched.
-    """
-    model.vis.headlight.ambient[:] = 0.35
-    model.vis.headlight.diffuse[:] = 0.55
-    for name in scene.TIP_SITES:
-        model.site_rgba[model.site(name).id, 3] = 0.0
-        model.site_rgba[model.site(f"{name}_contact").id, 3] = 0.0
-
-
-def paint_taxels(model: mujoco.MjModel, env: PenSpinEnv) -> None:
-    """Colour env 0's taxel sites by its current binary tactile reading."""
-    on = env.tactile[0].numpy()[:, None] > 0.5
-    model.site_rgba[list(env.layout.taxel_sites)] = np.where(on, TAXEL_ON, TAXEL_OFF)
-
-
 class FrameRenderer:
-    """Draws env 0 of a PenSpinEnv: hand, pen (red/blue end caps), taxels green when touched."""
+    """Frames of env 0 of a PenSpinEnv, taxels lit by its touch reading, with a caption."""
 
     def __init__(self, env: PenSpinEnv, camera: str = "front", width: int = 640,
                  height: int = 480):
-        model = env.backend.models[0]
-        if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera) < 0:
-            raise ConfigError(f"unknown camera {camera!r}; the scene has 'front' and 'top'")
-        vis = model.vis.global_
-        vis.offwidth, vis.offheight = max(vis.offwidth, width), max(vis.offheight, height)
-        style_model(model)
-        try:
-            self.renderer = mujoco.Renderer(model, height, width)
-        except Exception as exc:
-            raise RuntimeError(
-                f"offscreen rendering failed (MUJOCO_GL={os.environ.get('MUJOCO_GL', '')!r}): "
-                f"{exc}. On a machine without a display set MUJOCO_GL=egl (or osmesa) before "
-                "Python imports mujoco, or import penspin.viz.render first."
-            ) from exc
-        # Shadows triple the cost of a frame on software GL (llvmpipe, OSMesa) and show nothing
-        # about the spin.
-        self.renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
         self.env = env
-        self.model = model
-        self.camera = camera
-        self.data = mujoco.MjData(model)
-        self.option = mujoco.MjvOption()
-        self.option.sitegroup[4] = 1  # taxels live in site group 4
+        self.frames = EnvFrames(env.backend, 0, camera, width, height)
         self._font = None
 
     def frame(self, text: str = "") -> np.ndarray:
         """An (H, W, 3) uint8 image of the env's current state."""
-        mujoco.mj_setState(self.model, self.data, self.env.backend.state[0],
-                           mujoco.mjtState.mjSTATE_FULLPHYSICS)
-        mujoco.mj_forward(self.model, self.data)
-        paint_taxels(self.model, self.env)
-        self.renderer.update_scene(self.data, self.camera, self.option)
-        image = self.renderer.render()
+        image = self.frames.frame(self.env.tactile[0].numpy())
         return self._draw_text(image, text) if text else image
 
     def _draw_text(self, image: np.ndarray, text: str) -> np.ndarray:
@@ -194,7 +145,7 @@ class FrameRenderer:
         return np.asarray(pil)
 
     def close(self) -> None:
-        self.renderer.close()
+        self.frames.close()
 
 
 def render_video(task_cfg: TaskConfig, policy: Policy | None = None,

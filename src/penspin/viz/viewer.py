@@ -27,15 +27,9 @@ def main(args) -> None:
     import mujoco
     import mujoco.viewer
 
+    from penspin.sim.frames import paint_taxels, style_model
     from penspin.task.env import PenSpinEnv
-    from penspin.viz.render import (
-        SpinStats,
-        act,
-        format_summary,
-        paint_taxels,
-        policy_and_config,
-        style_model,
-    )
+    from penspin.viz.render import SpinStats, act, format_summary, policy_and_config
 
     resolved = policy_and_config(args)
     if resolved is None:
@@ -58,7 +52,7 @@ def main(args) -> None:
                     mujoco.mj_setState(model, data, env.backend.state[0],
                                        mujoco.mjtState.mjSTATE_FULLPHYSICS)
                     mujoco.mj_forward(model, data)
-                    paint_taxels(model, env)
+                    paint_taxels(model, env.layout.taxel_sites, env.tactile[0].numpy())
                 viewer.sync()
                 # Real time: wait out the rest of the control step; never bank lost time.
                 deadline = max(deadline + env.dt, time.perf_counter())
