@@ -351,3 +351,13 @@ def test_distributed_gloo_two_ranks():
     mp.spawn(_gloo_worker, args=(port, out), nprocs=2)
     for r in (0, 1):
         assert torch.allclose(out[r], torch.tensor([0.5, 0.5, 0.25, 7.0]))
+
+
+def test_update_reports_how_far_the_action_mean_leaves_its_range(tmp_path):
+    env = ToyEnv(num_envs=16)
+    trainer = OracleTrainer(env, _cfg(1, num_envs=16), tmp_path / "run")
+    with torch.no_grad():
+        trainer.model.mu.bias[:4] = 2.0  # 4 of 16 joints' means far outside [-1, 1]
+    scalars = trainer.train()
+    assert scalars["policy/mu_beyond_1"] == pytest.approx(0.25, abs=0.01)
+    assert 1.9 < scalars["policy/mu_abs_max"] < 2.1

@@ -122,6 +122,8 @@ class OracleTrainer(Runner):
             "loss/actor": stats["actor_loss"],
             "loss/critic": stats["critic_loss"],
             "loss/bounds": stats["bounds_loss"],
+            "policy/mu_beyond_1": stats["mu_beyond_1"],
+            "policy/mu_abs_max": stats["mu_abs_max"],
             "policy/entropy": stats["entropy"],
             "policy/grad_norm": stats["grad_norm"],
             "policy/kl": stats["kl"],

@@ -219,6 +219,11 @@ class PPO:
         stats = {k: v / count for k, v in sums.items()}
         stats["kl"] = torch.stack(kls).mean()
         stats["lr"] = torch.tensor(self.lr)
+        # The collapse's first sign was the action mean leaving [-1, 1] (docs/oracle.md), where
+        # the env clamps and the Gaussian's log-probs no longer describe what was executed.
+        rollout_mu = s.mus.abs()
+        stats["mu_beyond_1"] = (rollout_mu > 1.0).float().mean()
+        stats["mu_abs_max"] = rollout_mu.max()
         return stats
 
     def _losses(self, res, idx, advantages, old_neglogp, old_values, returns):
