@@ -70,6 +70,8 @@ class TaskConfig:
     num_envs: int = 256
     seed: int = 0
     num_threads: int = 2
+    backend: str = "cpu"  # cpu: mujoco.rollout on threads; warp: MuJoCo Warp (penspin[gpu])
+    device: str = "cpu"  # where the warp backend runs: cpu or cuda[:k]
     episode_length: int = 400  # control steps (20 s)
     substeps: int = 10
     physics_dt: float = 0.005
@@ -89,6 +91,10 @@ class TaskConfig:
             raise ConfigError(f"num_envs must be a positive integer, got {self.num_envs}")
         if self.num_threads < 1:
             raise ConfigError(f"num_threads must be >= 1, got {self.num_threads}")
+        if self.backend not in ("cpu", "warp"):
+            raise ConfigError(f"backend must be cpu or warp, got {self.backend!r}")
+        if self.device != "cpu" and (self.backend != "warp" or not self.device.startswith("cuda")):
+            raise ConfigError(f"device={self.device!r}: only the warp backend runs on cuda[:k]")
         if self.substeps < 1 or self.physics_dt <= 0:
             raise ConfigError("substeps must be >= 1 and physics_dt > 0")
         if self.episode_length < 1:

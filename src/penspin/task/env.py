@@ -73,7 +73,11 @@ class PenSpinEnv:
         self.cache = {k: torch.from_numpy(v.astype(np.float32)) for k, v in grasps.load_cache(
             cfg.grasp_cache, cfg.randomization.pen_scales, cfg.randomization.pen_length,
             cfg.randomization.pen_radius).items()}
-        self.backend = CpuBackend(n, cfg.substeps, cfg.num_threads, cfg.physics_dt)
+        if cfg.backend == "warp":
+            from penspin.sim.warp_backend import WarpBackend  # imports warp: only when asked for
+            self.backend = WarpBackend(n, cfg.substeps, cfg.physics_dt, cfg.device)
+        else:
+            self.backend = CpuBackend(n, cfg.substeps, cfg.num_threads, cfg.physics_dt)
         self.layout = self.backend.layout
         self._probe = mujoco.MjData(self.backend.model)
         self.lower = torch.tensor(A.JOINT_LOWER, dtype=torch.float32)
@@ -249,6 +253,9 @@ class PenSpinEnv:
 
     def _refresh_sensors(self, idx: np.ndarray) -> None:
         """Recompute sensors of freshly reset envs so their first observation is not stale."""
+        if not isinstance(self.backend, CpuBackend):
+            self.backend.refresh_sensors(idx)
+            return
         d = self._probe
         nq = self.layout.nq
         for i in idx:
