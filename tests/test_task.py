@@ -10,7 +10,8 @@ import torch
 from penspin.config import ConfigError, apply_overrides
 from penspin.sim import allegro as A
 from penspin.sim import scene
-from penspin.sim.cpu_backend import CpuBackend, capsule_inertia
+from penspin.sim.cpu_backend import CpuBackend
+from penspin.sim.model_params import capsule_inertia
 from penspin.task.config import ObsConfig, RandomizationConfig, RewardConfig, TaskConfig
 from penspin.task.env import PenSpinEnv
 from penspin.task.rewards import RewardTerms, compute_reward
@@ -154,7 +155,7 @@ def test_pressed_taxel_reads_one_and_free_taxels_zero():
     qpos[0, :16] = A.REAL_INIT_QPOS
     qpos[0, 16:19], qpos[0, 19:23] = pos, quat
     env.backend.set_qpos_qvel(np.array([0]), qpos, np.zeros((1, model.nv)))
-    env._refresh_sensors(np.array([0]))
+    env.backend.refresh_sensors(np.array([0]))
     env._update_tactile()
     taxels = env.tactile[0]
     index_tip0 = len(scene.PAD_TAXELS)  # first fingertip taxel: the index fingertip pole

@@ -12,6 +12,7 @@ import numpy as np
 from mujoco import rollout
 
 from penspin.sim import scene
+from penspin.sim.model_params import Write, pd_gain_writes, pen_writes
 
 _CONTROL_SPEC = int(mujoco.mjtState.mjSTATE_CTRL) | int(mujoco.mjtState.mjSTATE_QFRC_APPLIED)
 _STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
@@ -38,6 +39,7 @@ class CpuBackend:
         self.model = self.models[0]
         self.layout = scene.layout(self.model)
         self.datas = [mujoco.MjData(self.model) for _ in range(nthread)]
+        self._probe = mujoco.MjData(self.model)
         self.nstate = mujoco.mj_stateSize(self.model, _STATE_SPEC)
         nq, nv, nu = self.model.nq, self.model.nv, self.model.nu
         self._qpos = slice(1, 1 + nq)
@@ -101,49 +103,28 @@ class CpuBackend:
             self._runner.close()
             self._runner = None
 
+    def refresh_sensors(self, env_ids: np.ndarray) -> None:
+        """Sensors of the listed envs at their current state, with zero control, as after a reset
+        (so a reset env's first observation is not stale)."""
+        d = self._probe
+        for i in env_ids:
+            d.qpos[:] = self.state[i, self._qpos]
+            d.qvel[:] = 0.0
+            mujoco.mj_forward(self.models[i], d)
+            self.sensor_out[i, -1] = d.sensordata
+
     # Per-env model parameters -----------------------------------------------------------------
+    def _write(self, env_ids: np.ndarray, writes: list[Write]) -> None:
+        for name, index, values in writes:
+            for k, i in enumerate(env_ids):
+                getattr(self.models[i], name)[index] = values[k]
+
     def set_pd_gains(self, env_ids: np.ndarray, kp: np.ndarray, kd: np.ndarray) -> None:
-        for i, p, d in zip(env_ids, kp, kd, strict=True):
-            m = self.models[i]
-            m.actuator_gainprm[:, 0] = p
-            m.actuator_biasprm[:, 1] = -p
-            m.actuator_biasprm[:, 2] = -d
+        self._write(env_ids, pd_gain_writes(kp, kd))
 
     def set_pen(self, env_ids: np.ndarray, radius: np.ndarray, length: np.ndarray,
                 mass: np.ndarray, com: np.ndarray, friction: np.ndarray,
                 dampratio: np.ndarray) -> None:
         """Give each listed env its own pen: a capsule ``length`` end to end, inertia from shape."""
-        half = np.maximum(length / 2 - radius, 1e-4)
-        inertia = capsule_inertia(mass, radius, half)
-        g, b = self.layout.pen_geom, self.layout.pen_body
-        tip_a, tip_b = self.layout.pen_marker_geoms
-        pen_dofs = self.layout.pen_qvel
-        for k, i in enumerate(env_ids):
-            m = self.models[i]
-            r, h = radius[k], half[k]
-            m.geom_size[g, :2] = (r, h)
-            m.geom_rbound[g] = r + h
-            m.geom_aabb[g, 3:] = (r, r, h + r)
-            m.geom_friction[g, 0] = friction[k]
-            m.geom_solref[g, 1] = dampratio[k]
-            m.geom_pos[tip_a, 2] = h
-            m.geom_pos[tip_b, 2] = -h
-            m.geom_size[tip_a, 0] = m.geom_size[tip_b, 0] = r * 1.05
-            m.body_mass[b] = mass[k]
-            m.body_inertia[b] = inertia[k]
-            m.body_ipos[b] = com[k]
-            m.body_invweight0[b] = (1.0 / mass[k], 3.0 / inertia[k].sum())
-            m.dof_invweight0[pen_dofs] = np.concatenate([np.full(3, 1.0 / mass[k]),
-                                                         1.0 / inertia[k]])
-
-
-def capsule_inertia(mass: np.ndarray, radius: np.ndarray, half: np.ndarray) -> np.ndarray:
-    """Principal inertia (perp, perp, axial) of solid capsules of uniform density."""
-    v_cyl = np.pi * radius**2 * 2 * half
-    v_sph = 4.0 / 3.0 * np.pi * radius**3
-    m_cyl = mass * v_cyl / (v_cyl + v_sph)
-    m_sph = mass - m_cyl
-    axial = m_cyl * radius**2 / 2 + m_sph * 2 * radius**2 / 5
-    perp = (m_cyl * (radius**2 / 4 + (2 * half) ** 2 / 12)
-            + m_sph * (2 * radius**2 / 5 + half**2 + 3 * half * radius / 4))
-    return np.stack([perp, perp, axial], axis=-1)
+        self._write(env_ids, pen_writes(self.layout, radius, length, mass, com, friction,
+                                        dampratio))

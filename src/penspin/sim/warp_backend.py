@@ -22,7 +22,7 @@ import torch
 
 from penspin.config import ConfigError
 from penspin.sim import scene
-from penspin.sim.cpu_backend import capsule_inertia
+from penspin.sim.model_params import Write, pd_gain_writes, pen_writes
 
 try:
     import mujoco_warp as mjw
@@ -181,40 +181,23 @@ class WarpBackend:
         """Nothing to release: the device arrays go with the object."""
 
     # Per-env model parameters -----------------------------------------------------------------
-    def _put(self, name: str, env_ids: np.ndarray, index: tuple, values: np.ndarray) -> None:
+    def _write(self, env_ids: np.ndarray, writes: list[Write]) -> None:
         rows = torch.as_tensor(np.asarray(env_ids), device=self._tdevice)
-        values = torch.as_tensor(values, dtype=torch.float32, device=self._tdevice)
-        self._params[name][(rows, *index)] = values
+        for name, index, values in writes:
+            param = self._params[name]  # viewed in MjModel's per-env layout, as indices are
+            param = param.view(param.shape[0], *getattr(self.model, name).shape)
+            param[(rows, *index)] = torch.as_tensor(values, dtype=torch.float32,
+                                                    device=self._tdevice)
 
     def set_pd_gains(self, env_ids: np.ndarray, kp: np.ndarray, kd: np.ndarray) -> None:
-        self._put("actuator_gainprm", env_ids, (slice(None), 0), kp)
-        self._put("actuator_biasprm", env_ids, (slice(None), 1), -kp)
-        self._put("actuator_biasprm", env_ids, (slice(None), 2), -kd)
+        self._write(env_ids, pd_gain_writes(kp, kd))
 
     def set_pen(self, env_ids: np.ndarray, radius: np.ndarray, length: np.ndarray,
                 mass: np.ndarray, com: np.ndarray, friction: np.ndarray,
                 dampratio: np.ndarray) -> None:
         """Give each listed env its own pen: a capsule ``length`` end to end, inertia from shape."""
-        half = np.maximum(length / 2 - radius, 1e-4)
-        inertia = capsule_inertia(mass, radius, half)
-        g, b = self.layout.pen_geom, self.layout.pen_body
-        tip_a, tip_b = self.layout.pen_marker_geoms
-        col = lambda *v: np.stack(v, -1)  # noqa: E731
-        self._put("geom_size", env_ids, (g, slice(0, 2)), col(radius, half))
-        self._put("geom_rbound", env_ids, (g,), radius + half)
-        self._put("geom_aabb", env_ids, (g, 1), col(radius, radius, half + radius))
-        self._put("geom_friction", env_ids, (g, 0), friction)
-        self._put("geom_solref", env_ids, (g, 1), dampratio)
-        self._put("geom_pos", env_ids, (tip_a, 2), half)
-        self._put("geom_pos", env_ids, (tip_b, 2), -half)
-        self._put("geom_size", env_ids, (tip_a, 0), radius * 1.05)
-        self._put("geom_size", env_ids, (tip_b, 0), radius * 1.05)
-        self._put("body_mass", env_ids, (b,), mass)
-        self._put("body_inertia", env_ids, (b,), inertia)
-        self._put("body_ipos", env_ids, (b,), com)
-        self._put("body_invweight0", env_ids, (b,), col(1.0 / mass, 3.0 / inertia.sum(-1)))
-        self._put("dof_invweight0", env_ids, (self.layout.pen_qvel,),
-                  np.concatenate([np.repeat(1.0 / mass[:, None], 3, 1), 1.0 / inertia], 1))
+        self._write(env_ids, pen_writes(self.layout, radius, length, mass, com, friction,
+                                        dampratio))
 
 
 class _HostModels(Sequence):

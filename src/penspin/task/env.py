@@ -7,7 +7,6 @@ randomisation) lives here, written once for every backend.
 
 from __future__ import annotations
 
-import mujoco
 import numpy as np
 import torch
 
@@ -79,7 +78,6 @@ class PenSpinEnv:
         else:
             self.backend = CpuBackend(n, cfg.substeps, cfg.num_threads, cfg.physics_dt)
         self.layout = self.backend.layout
-        self._probe = mujoco.MjData(self.backend.model)
         self.lower = torch.tensor(A.JOINT_LOWER, dtype=torch.float32)
         self.upper = torch.tensor(A.JOINT_UPPER, dtype=torch.float32)
         self.axis = torch.tensor(ROTATION_AXIS)
@@ -225,7 +223,7 @@ class PenSpinEnv:
         idx = ids.numpy()
         qpos = torch.cat([q, self.cache["pen_pos"][rows], self.cache["pen_quat"][rows]], 1)
         self.backend.set_qpos_qvel(idx, qpos.double().numpy(), np.zeros((k, self.layout.nv)))
-        self._refresh_sensors(idx)
+        self.backend.refresh_sensors(idx)
         target = self.cache["target"][rows]
         self.targets[ids] = target
         self.init_q[ids] = q
@@ -250,19 +248,6 @@ class PenSpinEnv:
                              self.pen_com[ids].double().numpy(),
                              self.pen_friction[ids].double().numpy(), damp.double().numpy())
         self.backend.set_pd_gains(idx, self.kp[ids].double().numpy(), self.kd[ids].double().numpy())
-
-    def _refresh_sensors(self, idx: np.ndarray) -> None:
-        """Recompute sensors of freshly reset envs so their first observation is not stale."""
-        if not isinstance(self.backend, CpuBackend):
-            self.backend.refresh_sensors(idx)
-            return
-        d = self._probe
-        nq = self.layout.nq
-        for i in idx:
-            d.qpos[:] = self.backend.state[i, 1:1 + nq]
-            d.qvel[:] = 0.0
-            mujoco.mj_forward(self.backend.models[i], d)
-            self.backend.sensor_out[i, -1] = d.sensordata
 
     # Physics inputs ---------------------------------------------------------------------------
     def _apply_pushes(self) -> None:
