@@ -65,6 +65,8 @@ def main() -> None:
     parser.add_argument("--oracle", default="checkpoints/oracle.pt")
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="overrides for every variant, e.g. env.num_envs=64")
     parser.add_argument("--run-dir", default="/tmp/penspin-bench-distill")
     args = parser.parse_args()
     payload = load_checkpoint(args.oracle, "oracle")
@@ -72,7 +74,7 @@ def main() -> None:
           "update |")
     print("|---|---|---|---|---|---|---|")
     for name in args.variants:
-        r = measure(payload, VARIANTS[name], args.iterations, args.run_dir)
+        r = measure(payload, [*VARIANTS[name], *args.set], args.iterations, args.run_dir)
         print(f"| {name} | {r['samples_per_s']:.0f} | {r['task_steps_per_s']:.0f} | "
               f"{r['samples_per_s'] / r['task_steps_per_s']:.2f} | {r['env']:.0%} | "
               f"{r['inference']:.0%} | {r['update']:.0%} |", flush=True)

@@ -65,13 +65,15 @@ def main() -> None:
     parser.add_argument("--envs", type=int, default=256)
     parser.add_argument("--iterations", type=int, default=8)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="overrides for every variant, e.g. train.ppo.horizon_length=4")
     parser.add_argument("--run-dir", default="/tmp/penspin-bench-train")
     args = parser.parse_args()
     print("| envs | setting | env steps/s (training) | physics | task code | policy | "
           "learning | learning / physics |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.variants:
-        r = measure(args.envs, args.iterations, VARIANTS[name], args.run_dir)
+        r = measure(args.envs, args.iterations, [*VARIANTS[name], *args.set], args.run_dir)
         print(f"| {r['envs']} | {name} | {r['steps_per_s']:.0f} | "
               f"{r['physics']:.0%} | {r['task']:.0%} | {r['policy']:.0%} | {r['learn']:.0%} | "
               f"{r['learn_over_physics']:.2f} |", flush=True)

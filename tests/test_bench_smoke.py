@@ -1,4 +1,4 @@
-"""The simulation benchmark runs end to end in quick mode and prints its table."""
+"""The benchmarks run end to end on tiny settings and print their tables."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sim.py"
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks" / "bench_sim.py"
 
 
 def test_quick_benchmark_prints_a_markdown_table():
@@ -24,3 +25,23 @@ def test_quick_benchmark_prints_a_markdown_table():
         assert "peer unavailable" in out
     else:
         assert any("HandManipulatePen" in r for r in rows) or "peer unavailable" in out
+
+
+def _table_rows(script: str, *args: str) -> list[str]:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return [line for line in proc.stdout.splitlines()
+            if line.startswith("| ") and "---" not in line][1:]
+
+
+def test_distillation_and_training_benchmarks_print_one_row_per_variant(tmp_path):
+    rows = _table_rows("bench_distill.py", "--iterations", "1", "--run-dir", str(tmp_path / "d"),
+                       "--variants", "conv, 1 epoch", "transformer, 2 epochs",
+                       "--set", "env.num_envs=4", "env.num_threads=1", "train.horizon=4")
+    assert [r.split("|")[1].strip() for r in rows] == ["conv, 1 epoch", "transformer, 2 epochs"]
+    assert all(float(r.split("|")[2]) > 0 for r in rows)
+    rows = _table_rows("bench_train.py", "--iterations", "1", "--envs", "4",
+                       "--run-dir", str(tmp_path / "t"), "--variants", "defaults", "3 epochs",
+                       "--set", "env.num_threads=1", "train.ppo.horizon_length=4")
+    assert [r.split("|")[2].strip() for r in rows] == ["defaults", "3 epochs"]
