@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -151,3 +154,13 @@ def test_without_point_cloud_z_spread_uses_pen_ends(tmp_path):
     _, reward, _, info = env.step(torch.zeros(4, 16))
     assert info["log"]["reward/z_dist_penalty"] > 0.03
     env.close()
+
+
+def test_openmp_workers_wait_passively_unless_the_user_says_otherwise():
+    code = "import penspin, os; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "ACTIVE"
