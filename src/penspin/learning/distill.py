@@ -75,7 +75,7 @@ class StudentTrainConfig:
     wandb_project: str = "penspin"
     wandb_mode: str = "offline"
     progress: bool = True
-    learn_threads: int = 1  # torch threads for the update; see OracleTrainConfig.learn_threads
+    learn_threads: int = 2  # torch threads for the update; see OracleTrainConfig.learn_threads
 
     def check(self) -> None:
         if self.input_mode not in INPUT_MODES:

@@ -47,10 +47,10 @@ class OracleTrainConfig:
     wandb_project: str = "penspin"
     wandb_mode: str = "offline"
     progress: bool = True
-    # Torch threads for the PPO update (physics is idle then). 2 on an idle 2-core machine makes
-    # the update ~1.9x faster, but if another process holds a core, OpenMP's spinning threads
-    # make it 10-30x slower, so the default is the safe 1.
-    learn_threads: int = 1
+    # Torch threads for the PPO update (physics is idle then): 2 on the 2-core machine made the
+    # update 1.3x faster (docs/benchmarks.md). Safe beside other processes because penspin makes
+    # OpenMP wait passively (penspin/__init__.py); spinning workers made it 10-30x slower.
+    learn_threads: int = 2
     # Run encoders and trunk in bfloat16 (heads stay float32): ~2x faster learning on CPUs with
     # native bf16 (AVX512-BF16, AMX); on by default where /proc/cpuinfo shows such a CPU.
     bf16: bool = field(default_factory=lambda: cpu_has_bf16())
