@@ -1,10 +1,12 @@
-"""``penspin train-oracle`` launched by ``torchrun`` as the README says: 2 CPU ranks over gloo."""
+"""``penspin train-oracle`` and ``train-student`` launched by ``torchrun`` as the README says: 2 CPU
+ranks over gloo."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
@@ -17,9 +19,12 @@ TINY = ["env.num_envs=4", "env.num_threads=1", "train.ppo.horizon_length=4",
 STEPS_PER_ITERATION = 4 * 4 * 2  # horizon x envs per rank x ranks
 
 
-def _torchrun(*args: str) -> str:
+ORACLE = Path(__file__).resolve().parents[1] / "checkpoints" / "oracle.pt"
+
+
+def _torchrun(*args: str, command: str = "train-oracle") -> str:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "penspin.cli", "train-oracle", *args]
+           "-m", "penspin.cli", command, *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -54,3 +59,24 @@ def test_each_rank_seeds_its_own_envs(tmp_path, monkeypatch):
         seeds.append(trainer.env.cfg.seed)
         trainer.env.close()
     assert seeds == [0, 1]
+
+
+def test_two_ranks_distil_a_student_evaluate_once_and_resume(tmp_path):
+    run = tmp_path / "student"
+    tiny = ["env.num_envs=4", "env.num_threads=1", "train.horizon=4", "train.num_minibatches=2",
+            "train.mini_epochs=1", "train.progress=false", "train.eval_every=1",
+            "train.eval_episodes=2", "env.episode_length=4", "train.network.history_encoder=conv"]
+    per_iteration = 4 * 4 * 2
+    out = _torchrun("--oracle", str(ORACLE), "--run-dir", str(run), *tiny,
+                    f"train.max_env_steps={2 * per_iteration}", command="train-student")
+    assert out.count("checkpoints in") == 1
+    first = torch.load(run / "last.pt", weights_only=True)
+    assert first["counters"] == {"iteration": 2, "env_steps": 2 * per_iteration}
+    assert 0 < first["best_eval"] <= 4 * 0.05 + 1e-6  # rank 0 ran the held-out episodes
+    assert len(list((run / "tb").iterdir())) == 1
+    out = _torchrun("--resume", str(run / "last.pt"), f"train.max_env_steps={3 * per_iteration}",
+                    command="train-student")
+    assert out.count("resumed") == 1
+    resumed = torch.load(run / "last.pt", weights_only=True)
+    assert resumed["counters"]["env_steps"] == 3 * per_iteration
+    assert any(not torch.equal(resumed["model"][k], v) for k, v in first["model"].items())

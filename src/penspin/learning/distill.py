@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from penspin.config import ConfigError, to_dict, validate
+from penspin.learning import distributed
 from penspin.learning.checkpoint import (
     CheckpointError,
     diff_keys,
@@ -128,8 +129,9 @@ class StudentTrainer(Runner):
     """Behaviour cloning (or DAgger) of an oracle into a :class:`StudentActorCritic`.
 
     ``oracle`` is an oracle checkpoint path or a loaded :class:`OracleActorCritic` (then
-    ``oracle_path`` says where it came from, for the record). Single process: unlike the oracle
-    trainer there is no torchrun path yet.
+    ``oracle_path`` says where it came from, for the record). Under ``torchrun`` each rank
+    collects from its own envs, gradients and normaliser statistics are averaged, and rank 0
+    alone evaluates, logs and writes checkpoints.
     """
 
     kind = CHECKPOINT_KIND
@@ -149,12 +151,13 @@ class StudentTrainer(Runner):
             oracle = load_teacher(oracle)
         self.oracle_path = oracle_path
         check_oracle_fits(oracle, env, where=f"oracle {self.oracle_path}".strip())
+        distributed.init()
         super().__init__(
             env, cfg, run_dir or Path("runs/student") / time.strftime("%Y%m%d-%H%M%S"),
             resolved_config if resolved_config is not None else to_dict(cfg),
             record={"oracle": self.oracle_path})
         self.oracle = oracle.to(self.device).eval()
-        seed_everything(cfg.seed)
+        seed_everything(cfg.seed + distributed.rank())
         self.model = StudentActorCritic.from_obs_shapes(
             env.obs_shapes, env.num_actions, cfg.input_mode, cfg.network).to(self.device)
         if cfg.init:
@@ -164,13 +167,14 @@ class StudentTrainer(Runner):
                 raise CheckpointError(f"{cfg.init}: its network does not fit this run: "
                                       + "; ".join(diffs))
             load_state_checked(self.model, init["model"])
+        distributed.broadcast_module(self.model)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate)
         self.episodes = EpisodeStats(env.num_envs, cfg.reward_window, self.device)
         self.best_loss = math.inf
         self.best_eval = -math.inf
 
     def steps_per_iteration(self) -> int:
-        return self.cfg.horizon * self.env.num_envs
+        return self.cfg.horizon * self.env.num_envs * distributed.world_size()
 
     def _postfix(self, scalars: dict[str, float]) -> dict[str, str]:
         return {"loss": f"{scalars['loss/heldout']:.3f}",
@@ -241,6 +245,7 @@ class StudentTrainer(Runner):
                 loss = (mu.clamp(-1.0, 1.0) - labels[idx]).abs().sum(-1).mean()
                 self.optimizer.zero_grad()
                 loss.backward()
+                distributed.all_reduce_grads(self.model)
                 grad = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_norm)
                 self.optimizer.step()
                 value = loss.item()
@@ -262,7 +267,8 @@ class StudentTrainer(Runner):
         scalars["policy/lr"] = self.cfg.learning_rate
         # Who drives decides whose episodes these are: the oracle's (BC) or the student's.
         scalars = self._summary(scalars, start, rollout_end, end)
-        if self.cfg.eval_every and (self.iteration + 1) % self.cfg.eval_every == 0:
+        due = self.cfg.eval_every and (self.iteration + 1) % self.cfg.eval_every == 0
+        if due and distributed.is_rank0():  # only rank 0 chooses best.pt
             scalars.update(self.closed_loop())
             scalars["time/eval_s"] = time.perf_counter() - end
             scalars["time/iteration_s"] += scalars["time/eval_s"]  # throughput pays for it

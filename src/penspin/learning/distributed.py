@@ -69,3 +69,21 @@ def broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
         init()
         dist.broadcast(tensor, src=src)
     return tensor
+
+
+def all_reduce_grads(module: torch.nn.Module) -> None:
+    """Average ``module``'s gradients over all ranks, in one flat all-reduce (no-op alone)."""
+    if world_size() == 1:
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    flat = all_reduce_mean(torch.cat([g.flatten() for g in grads]))
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def broadcast_module(module: torch.nn.Module) -> None:
+    """Give every rank rank 0's parameters and buffers (no-op alone)."""
+    for tensor in module.state_dict().values():
+        broadcast(tensor)

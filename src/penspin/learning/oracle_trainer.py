@@ -89,8 +89,7 @@ class OracleTrainer(Runner):
             env.obs_shapes, env.num_actions, cfg.network
         ).to(self.device)
         self.model.bf16 = cfg.bf16 and self.device.type == "cpu"
-        for tensor in self.model.state_dict().values():
-            distributed.broadcast(tensor)
+        distributed.broadcast_module(self.model)
         self.ppo = PPO(self.model, cfg.ppo, env.num_envs, self.device)
         self.episodes = EpisodeStats(env.num_envs, cfg.reward_window, self.device)
         self.best_reward = -math.inf

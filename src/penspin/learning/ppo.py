@@ -195,7 +195,7 @@ class PPO:
                 )
                 self.optimizer.zero_grad()
                 loss.backward()
-                self._all_reduce_grads()
+                distributed.all_reduce_grads(self.model)
                 losses["grad_norm"] = torch.nn.utils.clip_grad_norm_(
                     self.model.parameters(), cfg.grad_norm
                 )
@@ -243,16 +243,6 @@ class PPO:
             "bounds_loss": bounds_loss,
             "entropy": res["entropy"].mean(),
         }
-
-    def _all_reduce_grads(self) -> None:
-        if distributed.world_size() == 1:
-            return
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        flat = distributed.all_reduce_mean(torch.cat([g.flatten() for g in grads]))
-        offset = 0
-        for g in grads:
-            g.copy_(flat[offset : offset + g.numel()].view_as(g))
-            offset += g.numel()
 
     def _adapt_lr(self, kl: float) -> None:
         cfg = self.cfg

@@ -10,6 +10,7 @@ import torch
 
 from penspin.cli_support import resolve, run_dir
 from penspin.config import ConfigError, from_dict, to_dict
+from penspin.learning import distributed
 from penspin.learning.checkpoint import load_checkpoint
 from penspin.learning.distill import (
     CHECKPOINT_KIND,
@@ -62,7 +63,9 @@ def build(cfg: StudentRunConfig, run_dir: str | Path, oracle: OracleActorCritic,
     from penspin.task.env import PenSpinEnv
 
     torch.set_num_threads(1)  # physics has its own threads (see run_oracle.build)
-    env = PenSpinEnv(cfg.env)
+    distributed.init()
+    # Each rank draws its own grasps, physics parameters and noise; rank 0 is the configured seed.
+    env = PenSpinEnv(dataclasses.replace(cfg.env, seed=cfg.env.seed + distributed.rank()))
     return StudentTrainer(env, cfg.train, oracle, run_dir=run_dir, resolved_config=to_dict(cfg),
                           oracle_path=oracle_path)
 
@@ -92,8 +95,8 @@ def main(args) -> None:
     trainer = build(cfg, run_dir(args, "runs/student"), oracle, oracle_path)
     if args.resume:
         trainer.resume(args.resume)
-        print(f"resumed {args.resume} at {trainer.env_steps:,} env steps")
+        distributed.print0(f"resumed {args.resume} at {trainer.env_steps:,} env steps")
     trainer.train()
     trainer.env.close()
     mode = "DAgger" if cfg.train.dagger else "behaviour cloning"
-    print(f"{mode} student checkpoints in {trainer.run_dir} (best.pt, last.pt)")
+    distributed.print0(f"{mode} student checkpoints in {trainer.run_dir} (best.pt, last.pt)")
