@@ -12,6 +12,7 @@ import numpy as np
 from mujoco import rollout
 
 from penspin.sim import scene
+from penspin.sim.host_state import HostState
 from penspin.sim.model_params import Write, pd_gain_writes, pen_writes
 
 _CONTROL_SPEC = int(mujoco.mjtState.mjSTATE_CTRL) | int(mujoco.mjtState.mjSTATE_QFRC_APPLIED)
@@ -21,7 +22,7 @@ _STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
 mujoco.set_mju_user_warning(lambda _msg: None)
 
 
-class CpuBackend:
+class CpuBackend(HostState):
     """Holds the physics state of ``num_envs`` envs and steps them ``substeps`` at a time."""
 
     def __init__(self, num_envs: int, substeps: int = 10, nthread: int = 2,
@@ -55,31 +56,6 @@ class CpuBackend:
         self.sensor_out = np.empty((num_envs, substeps, self.model.nsensordata))
         self._runner = rollout.Rollout(nthread=nthread) if nthread > 1 else None
         self.diverged = np.zeros(num_envs, dtype=bool)
-
-    # State views ------------------------------------------------------------------------------
-    @property
-    def qpos(self) -> np.ndarray:
-        return self.state[:, self._qpos]
-
-    @property
-    def qvel(self) -> np.ndarray:
-        return self.state[:, self._qvel]
-
-    @property
-    def time(self) -> np.ndarray:
-        return self.state[:, 0]
-
-    @property
-    def sensordata(self) -> np.ndarray:
-        """Sensors of the last substep."""
-        return self.sensor_out[:, -1]
-
-    def set_qpos_qvel(self, env_ids: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> None:
-        self.state[env_ids, self._qpos] = qpos
-        self.state[env_ids, self._qvel] = qvel
-        self.state[env_ids, 0] = 0.0
-        # Everything past qvel (actuator activations, plugin state) restarts from zero.
-        self.state[env_ids, self._qvel.stop:] = 0.0
 
     # Stepping ---------------------------------------------------------------------------------
     def step(self) -> None:

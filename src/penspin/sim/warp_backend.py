@@ -22,6 +22,7 @@ import torch
 
 from penspin.config import ConfigError
 from penspin.sim import scene
+from penspin.sim.host_state import HostState
 from penspin.sim.model_params import Write, pd_gain_writes, pen_writes
 
 try:
@@ -39,7 +40,7 @@ _BATCHED = ("geom_size", "geom_rbound", "geom_aabb", "geom_pos", "geom_friction"
             "actuator_gainprm", "actuator_biasprm")
 
 
-class WarpBackend:
+class WarpBackend(HostState):
     """Holds ``num_envs`` worlds on a Warp device and steps them ``substeps`` at a time.
 
     ``nconmax`` / ``njmax``: contacts and constraint rows allotted per world (Warp preallocates).
@@ -97,24 +98,6 @@ class WarpBackend:
             return wp.ScopedDevice(self.device)
         return wp.ScopedStream(self._stream)
 
-    # State views ------------------------------------------------------------------------------
-    @property
-    def qpos(self) -> np.ndarray:
-        return self.state[:, self._qpos]
-
-    @property
-    def qvel(self) -> np.ndarray:
-        return self.state[:, self._qvel]
-
-    @property
-    def time(self) -> np.ndarray:
-        return self.state[:, 0]
-
-    @property
-    def sensordata(self) -> np.ndarray:
-        """Sensors of the last substep (computed before its integration, as on the CPU)."""
-        return self.sensor_out[:, -1]
-
     @property
     def models(self) -> Sequence[mujoco.MjModel]:
         return _HostModels(self)
@@ -126,11 +109,6 @@ class WarpBackend:
         for k, v in self._params.items():
             getattr(m, k)[:] = v[i].cpu().numpy().reshape(getattr(m, k).shape)
         return m
-
-    def set_qpos_qvel(self, env_ids: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> None:
-        self.state[env_ids, self._qpos] = qpos
-        self.state[env_ids, self._qvel] = qvel
-        self.state[env_ids, 0] = 0.0
 
     # Stepping ---------------------------------------------------------------------------------
     def _upload_state(self) -> None:
