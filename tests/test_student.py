@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import mujoco
 import numpy as np
@@ -282,3 +283,9 @@ def test_best_checkpoint_is_chosen_by_closed_loop_time_to_fall(oracle_ckpt, tmp_
     assert trainer.closed_loop() == trainer.closed_loop()
     assert load_checkpoint(run / "last.pt")["best_eval"] == best
     trainer.env.close()
+
+    # Before the first evaluation the held-out loss picks best.pt, so short runs have one.
+    short = tmp_path / "short"
+    main(["train-student", "--oracle", str(oracle_ckpt), "--run-dir", str(short), *TINY,
+          "train.max_env_steps=16", "train.eval_every=10"])
+    assert load_checkpoint(short / "best.pt")["best_eval"] == -math.inf

@@ -65,8 +65,9 @@ class StudentTrainConfig:
     save_every: int = 20
     # Closed-loop selection: every ``eval_every`` iterations the student drives
     # ``eval_episodes`` held-out episodes (seed ``eval_seed``, the same ones each time) and
-    # best.pt is the longest mean time to fall. A low BC loss did not predict closed-loop
-    # survival (docs/student.md). 0 turns it off: best.pt is then the lowest held-out loss.
+    # best.pt is the longest mean time to fall (until the first evaluation, the lowest held-out
+    # loss). A low BC loss did not predict closed-loop survival (docs/student.md). 0 turns it
+    # off: best.pt is then the lowest held-out loss throughout.
     eval_every: int = 10
     eval_episodes: int = 64
     eval_seed: int = 1_000_003
@@ -181,13 +182,14 @@ class StudentTrainer(Runner):
                 "reward": f"{scalars.get('episode/reward', math.nan):.2f}"}
 
     def _improved(self, scalars: dict[str, float]) -> bool:
-        if self.cfg.eval_every:
-            score = scalars.get("eval/time_to_fall_s", -math.inf)
-            if score <= self.best_eval:
+        """Closed-loop time to fall decides once evaluations have begun; before the first one
+        (or with ``eval_every=0``) the held-out loss does, so a short run still has a best.pt."""
+        if "eval/time_to_fall_s" in scalars:
+            if scalars["eval/time_to_fall_s"] <= self.best_eval:
                 return False
-            self.best_eval = score
+            self.best_eval = scalars["eval/time_to_fall_s"]
             return True
-        if scalars["loss/heldout"] >= self.best_loss:
+        if self.best_eval > -math.inf or scalars["loss/heldout"] >= self.best_loss:
             return False
         self.best_loss = scalars["loss/heldout"]
         return True
