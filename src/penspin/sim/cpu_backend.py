@@ -13,7 +13,7 @@ from mujoco import rollout
 
 from penspin.sim import scene
 from penspin.sim.host_state import HostState
-from penspin.sim.model_params import Write, pd_gain_writes, pen_writes
+from penspin.sim.model_params import PerEnvParams, Write
 
 _CONTROL_SPEC = int(mujoco.mjtState.mjSTATE_CTRL) | int(mujoco.mjtState.mjSTATE_QFRC_APPLIED)
 _STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
@@ -22,7 +22,7 @@ _STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
 mujoco.set_mju_user_warning(lambda _msg: None)
 
 
-class CpuBackend(HostState):
+class CpuBackend(HostState, PerEnvParams):
     """Holds the physics state of ``num_envs`` envs and steps them ``substeps`` at a time."""
 
     def __init__(self, num_envs: int, substeps: int = 10, nthread: int = 2,
@@ -94,13 +94,3 @@ class CpuBackend(HostState):
         for name, index, values in writes:
             for k, i in enumerate(env_ids):
                 getattr(self.models[i], name)[index] = values[k]
-
-    def set_pd_gains(self, env_ids: np.ndarray, kp: np.ndarray, kd: np.ndarray) -> None:
-        self._write(env_ids, pd_gain_writes(kp, kd))
-
-    def set_pen(self, env_ids: np.ndarray, radius: np.ndarray, length: np.ndarray,
-                mass: np.ndarray, com: np.ndarray, friction: np.ndarray,
-                dampratio: np.ndarray) -> None:
-        """Give each listed env its own pen: a capsule ``length`` end to end, inertia from shape."""
-        self._write(env_ids, pen_writes(self.layout, radius, length, mass, com, friction,
-                                        dampratio))

@@ -58,3 +58,22 @@ def pd_gain_writes(kp: np.ndarray, kd: np.ndarray) -> list[Write]:
     return [("actuator_gainprm", (slice(None), 0), kp),
             ("actuator_biasprm", (slice(None), 1), -kp),
             ("actuator_biasprm", (slice(None), 2), -kd)]
+
+
+class PerEnvParams:
+    """``set_pen`` and ``set_pd_gains`` for a backend that applies writes with ``_write``."""
+
+    layout: SceneLayout
+
+    def _write(self, env_ids: np.ndarray, writes: list[Write]) -> None:
+        raise NotImplementedError
+
+    def set_pd_gains(self, env_ids: np.ndarray, kp: np.ndarray, kd: np.ndarray) -> None:
+        self._write(env_ids, pd_gain_writes(kp, kd))
+
+    def set_pen(self, env_ids: np.ndarray, radius: np.ndarray, length: np.ndarray,
+                mass: np.ndarray, com: np.ndarray, friction: np.ndarray,
+                dampratio: np.ndarray) -> None:
+        """Give each listed env its own pen: a capsule ``length`` end to end, inertia from shape."""
+        self._write(env_ids, pen_writes(self.layout, radius, length, mass, com, friction,
+                                        dampratio))

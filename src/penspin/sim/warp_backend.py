@@ -23,7 +23,7 @@ import torch
 from penspin.config import ConfigError
 from penspin.sim import scene
 from penspin.sim.host_state import HostState
-from penspin.sim.model_params import Write, pd_gain_writes, pen_writes
+from penspin.sim.model_params import PerEnvParams, Write
 
 try:
     import mujoco_warp as mjw
@@ -40,7 +40,7 @@ _BATCHED = ("geom_size", "geom_rbound", "geom_aabb", "geom_pos", "geom_friction"
             "actuator_gainprm", "actuator_biasprm")
 
 
-class WarpBackend(HostState):
+class WarpBackend(HostState, PerEnvParams):
     """Holds ``num_envs`` worlds on a Warp device and steps them ``substeps`` at a time.
 
     ``nconmax`` / ``njmax``: contacts and constraint rows allotted per world (Warp preallocates).
@@ -166,16 +166,6 @@ class WarpBackend(HostState):
             param = param.view(param.shape[0], *getattr(self.model, name).shape)
             param[(rows, *index)] = torch.as_tensor(values, dtype=torch.float32,
                                                     device=self._tdevice)
-
-    def set_pd_gains(self, env_ids: np.ndarray, kp: np.ndarray, kd: np.ndarray) -> None:
-        self._write(env_ids, pd_gain_writes(kp, kd))
-
-    def set_pen(self, env_ids: np.ndarray, radius: np.ndarray, length: np.ndarray,
-                mass: np.ndarray, com: np.ndarray, friction: np.ndarray,
-                dampratio: np.ndarray) -> None:
-        """Give each listed env its own pen: a capsule ``length`` end to end, inertia from shape."""
-        self._write(env_ids, pen_writes(self.layout, radius, length, mass, com, friction,
-                                        dampratio))
 
 
 class _HostModels(Sequence):
