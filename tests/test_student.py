@@ -289,3 +289,37 @@ def test_best_checkpoint_is_chosen_by_closed_loop_time_to_fall(oracle_ckpt, tmp_
     main(["train-student", "--oracle", str(oracle_ckpt), "--run-dir", str(short), *TINY,
           "train.max_env_steps=16", "train.eval_every=10"])
     assert load_checkpoint(short / "best.pt")["best_eval"] == -math.inf
+
+
+def test_weight_average_is_the_saved_policy_and_resumes_exactly(oracle_ckpt, tmp_path):
+    def train(run, *extra):
+        main(["train-student", "--run-dir", str(run), *extra, *TINY, "train.save_every=1",
+              "train.ema_decay=0.5"])
+
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(straight, "--oracle", str(oracle_ckpt), "train.max_env_steps=48")
+    train(split, "--oracle", str(oracle_ckpt), "train.max_env_steps=32")
+    train(split, "--resume", str(split / "last.pt"), "train.max_env_steps=48")
+    a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(split / "last.pt")
+    for key in ("model", "online_model"):
+        for k, v in a[key].items():
+            assert torch.equal(v, b[key][k]), (key, k)
+    # The policy a checkpoint ships is the average, which lags the online weights.
+    assert not torch.equal(a["model"]["mu.weight"], a["online_model"]["mu.weight"])
+    assert load_policy(straight / "last.pt").model.state_dict()["mu.weight"].equal(
+        a["model"]["mu.weight"])
+
+
+def test_linear_learning_rate_reaches_zero_at_the_budget(env_obs, tmp_path):
+    env = PenSpinEnv(TaskConfig(num_envs=4, num_threads=1))
+    cfg = StudentTrainConfig(lr_schedule="linear", max_env_steps=1000, logger="none",
+                             progress=False)
+    trainer = StudentTrainer(env, cfg, _labeller_oracle(env_obs[0]), run_dir=tmp_path)
+    rates = []
+    for steps in (0, 250, 1000):
+        trainer.env_steps = steps
+        rates.append(trainer.learning_rate())
+    env.close()
+    assert rates == pytest.approx([1e-3, 7.5e-4, 0.0])
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        StudentTrainConfig(lr_schedule="cosine").check()

@@ -217,6 +217,10 @@ class Runner:
     def _extra_payload(self) -> dict:
         raise NotImplementedError
 
+    def policy(self) -> torch.nn.Module:
+        """The weights a checkpoint ships as its policy."""
+        return self.model
+
     def _restore_extra(self, payload: dict) -> None:
         """Restore what ``_extra_payload`` saved (optimiser, best score, ...)."""
         raise NotImplementedError
@@ -302,7 +306,7 @@ class Runner:
             "kind": self.kind,
             "config": self.config,
             "model_args": self.model.model_args,
-            "model": self.model.state_dict(),
+            "model": self.policy().state_dict(),
             "counters": {"iteration": self.iteration, "env_steps": self.env_steps},
             "episodes": self.episodes.state_dict(),
             "rng": rng_state(),
