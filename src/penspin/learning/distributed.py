@@ -63,6 +63,13 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is true on at least one rank (the flag itself with one rank)."""
+    if world_size() == 1:
+        return flag
+    return bool(all_reduce_mean(torch.tensor([float(flag)])).item() > 0)
+
+
 def broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
     """Overwrite ``tensor`` in place with rank ``src``'s copy (no-op with one rank)."""
     if world_size() > 1:

@@ -30,6 +30,7 @@ from penspin.learning.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from penspin.learning.stop_signal import stop_on_signal
 
 
 class WindowMean:
@@ -226,7 +227,8 @@ class Runner:
         raise NotImplementedError
 
     def train(self) -> dict[str, float]:
-        """Train until ``max_env_steps``; returns the last iteration's logged scalars."""
+        """Train until ``max_env_steps`` or a stop signal (see ``stop_signal``); returns the last
+        iteration's logged scalars."""
         cfg = self.cfg
         if self.obs is None:
             self.obs = self.env.reset()
@@ -237,26 +239,29 @@ class Runner:
                    unit_scale=True, dynamic_ncols=True, disable=not (cfg.progress and rank0))
         scalars: dict[str, float] = {}
         saved_at = self.iteration
-        try:
-            while self.env_steps < cfg.max_env_steps:
-                scalars = self._iteration()
-                self.iteration += 1
-                self.env_steps += per_iter
-                scalars["perf/env_steps_per_s"] = per_iter / scalars["time/iteration_s"]
-                bar.set_postfix(self._postfix(scalars), refresh=False)
-                bar.update(per_iter)
-                if rank0:
-                    logger.log(scalars, self.env_steps)
-                    if self._improved(scalars):
-                        self.save(self.run_dir / "best.pt")
-                    if self.iteration % cfg.save_every == 0:
-                        self.save(self.run_dir / "last.pt")
-                        saved_at = self.iteration
-            if rank0 and saved_at != self.iteration:
-                self.save(self.run_dir / "last.pt")
-        finally:
-            bar.close()
-            logger.close()
+        with stop_on_signal() as stop:
+            try:
+                while self.env_steps < cfg.max_env_steps:
+                    scalars = self._iteration()
+                    self.iteration += 1
+                    self.env_steps += per_iter
+                    scalars["perf/env_steps_per_s"] = per_iter / scalars["time/iteration_s"]
+                    bar.set_postfix(self._postfix(scalars), refresh=False)
+                    bar.update(per_iter)
+                    if rank0:
+                        logger.log(scalars, self.env_steps)
+                        if self._improved(scalars):
+                            self.save(self.run_dir / "best.pt")
+                        if self.iteration % cfg.save_every == 0:
+                            self.save(self.run_dir / "last.pt")
+                            saved_at = self.iteration
+                    if stop.requested:
+                        break
+                if rank0 and saved_at != self.iteration:
+                    self.save(self.run_dir / "last.pt")
+            finally:
+                bar.close()
+                logger.close()
         return scalars
 
     def _learn(self, update, *args):

@@ -1,0 +1,65 @@
+"""Learning curves of several runs side by side, one panel per logged tag, against env steps.
+
+Reads each run's TensorBoard events (``penspin.viz.curves.read_scalars``, so resumed runs are
+stitched) and prints, per run and tag, the best value, the last one, and the mean over the last
+``--window`` M steps: the numbers the docs quote beside the plot.
+
+    python docs/compare_runs.py runs/a runs/b --labels A B \
+        --tags eval/time_to_fall_s eval/survival --out docs/student_curves.png
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from penspin.viz.curves import read_scalars  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--labels", nargs="+")
+    parser.add_argument("--tags", nargs="+", default=["episode/reward", "episode/length"])
+    parser.add_argument("--window", type=float, default=0.2, help="M env steps for the last mean")
+    parser.add_argument("--smooth", type=int, default=1, help="moving-average points in the plot")
+    parser.add_argument("--title", default="")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    labels = args.labels or [r.name for r in args.runs]
+    if len(labels) != len(args.runs):
+        raise SystemExit("give one label per run")
+    fig, axes = plt.subplots(1, len(args.tags), figsize=(5.5 * len(args.tags), 4), squeeze=False)
+    for run, label in zip(args.runs, labels, strict=True):
+        scalars = read_scalars(run)
+        for ax, tag in zip(axes[0], args.tags, strict=True):
+            if tag not in scalars:
+                raise SystemExit(f"{run}: no {tag} logged")
+            steps = [s / 1e6 for _, s, _ in scalars[tag]]
+            values = [v for _, _, v in scalars[tag]]
+            k = max(1, args.smooth)
+            shown = [sum(values[max(0, i - k + 1):i + 1]) / len(values[max(0, i - k + 1):i + 1])
+                     for i in range(len(values))]
+            ax.plot(steps, shown, marker="o" if len(steps) < 40 else None, label=label)
+            tail = [v for s, v in zip(steps, values, strict=True) if s > steps[-1] - args.window]
+            print(f"{label:24s} {tag:24s} best {max(values):8.3f} "
+                  f"at {steps[values.index(max(values))]:.2f} M, last {values[-1]:8.3f} "
+                  f"at {steps[-1]:.2f} M, mean of last {args.window} M {sum(tail) / len(tail):8.3f}")
+    for ax, tag in zip(axes[0], args.tags, strict=True):
+        ax.set(xlabel="env steps (M)", ylabel=tag)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    if args.title:
+        fig.suptitle(args.title)
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=120)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
