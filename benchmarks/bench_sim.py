@@ -76,14 +76,14 @@ def worker_raw(num_envs: int, threads: int, env_steps: int, repeats: int) -> dic
 
     def seat() -> None:
         backend.set_qpos_qvel(ids, qpos.astype(float), np.zeros((num_envs, backend.model.nv)))
-        backend.ctrl[:] = cache["target"][rows][:, None, :]
+        backend.ctrl.numpy()[:] = cache["target"][rows][:, None, :]
         backend.qfrc[:] = 0.0
         for _ in range(WARMUP_STEPS):
             backend.step()
 
     steps = _batched_steps(env_steps, num_envs)
     seconds = _time_repeats(backend.step, steps, repeats, before=seat)
-    pen_z = backend.qpos[:, backend.layout.pen_qpos][:, 2]
+    pen_z = backend.qpos.numpy()[:, backend.layout.pen_qpos][:, 2]
     backend.close()
     control = num_envs * steps / seconds
     return {"control_steps_s": control, "physics_steps_s": control * SUBSTEPS,

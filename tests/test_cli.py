@@ -132,7 +132,7 @@ def test_no_z_spread_ablation_changes_the_reward(tmp_path):
     env = trainer.env
     env.reset()
     tilted = torch.tensor([0.9238795, 0.0, 0.3826834, 0.0])  # pen axis 45 deg from vertical
-    qpos = env.backend.qpos.copy()
+    qpos = env.backend.qpos.numpy().copy()
     qpos[:, 19:23] = tilted.numpy()
     env.backend.set_qpos_qvel(np.arange(4), qpos, np.zeros((4, env.layout.nv)))
     _, _, _, info = env.step(torch.zeros(4, 16))
@@ -148,7 +148,7 @@ def test_without_point_cloud_z_spread_uses_pen_ends(tmp_path):
     env = build(cfg, tmp_path).env
     env.reset()
     tilted = torch.tensor([0.9238795, 0.0, 0.3826834, 0.0])
-    qpos = env.backend.qpos.copy()
+    qpos = env.backend.qpos.numpy().copy()
     qpos[:, 19:23] = tilted.numpy()
     env.backend.set_qpos_qvel(np.arange(4), qpos, np.zeros((4, env.layout.nv)))
     _, reward, _, info = env.step(torch.zeros(4, 16))

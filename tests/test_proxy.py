@@ -161,19 +161,19 @@ def test_readings_are_exact_at_severity_zero_and_shifted_at_one(cache):
     start = _start(cache, _rows_for(cache, "marker", 2))
     with ProxyRobot(pens_named("marker,marker"), ProxyConfig(severity=0.0)) as robot:
         q = robot.start(start)
-        np.testing.assert_array_equal(q, robot.backend.qpos[:, :16])
+        np.testing.assert_array_equal(q, robot.backend.qpos.numpy()[:, :16])
         robot.command(start.target)
         robot.tick()
-        np.testing.assert_array_equal(robot.read(), robot.backend.qpos[:, :16])
+        np.testing.assert_array_equal(robot.read(), robot.backend.qpos.numpy()[:, :16])
     with ProxyRobot(pens_named("marker,marker"), ProxyConfig(severity=1.0)) as robot:
         q = robot.start(start)
-        error = q - robot.backend.qpos[:, :16]
+        error = q - robot.backend.qpos.numpy()[:, :16]
         assert np.abs(error).max() > 1e-3
         assert np.abs(error).max() < 0.1  # offset 15 mrad + noise 5 mrad, a few sigma
-        again = robot.read() - robot.backend.qpos[:, :16]
+        again = robot.read() - robot.backend.qpos.numpy()[:, :16]
         assert not np.array_equal(error, again)  # fresh noise on every reading
         # The calibration offset stays for the trial: the mean error of many readings is it.
-        errors = [robot.read() - robot.backend.qpos[:, :16] for _ in range(50)]
+        errors = [robot.read() - robot.backend.qpos.numpy()[:, :16] for _ in range(50)]
         np.testing.assert_allclose(np.mean(errors, 0), robot.offset, atol=0.003)
         assert np.abs(robot.offset).max() > 0.005
 

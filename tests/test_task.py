@@ -28,7 +28,7 @@ def make_env(n: int = 8, **kw) -> PenSpinEnv:
 
 def move_pen(env: PenSpinEnv, i: int, pos, quat=None) -> None:
     lay = env.layout
-    qpos = env.backend.qpos[i].copy()
+    qpos = env.backend.qpos[i].numpy().copy()
     qpos[lay.pen_qpos.start:lay.pen_qpos.start + 3] = pos
     if quat is not None:
         qpos[lay.pen_qpos.start + 3:lay.pen_qpos.stop] = quat
@@ -87,16 +87,16 @@ def test_most_cache_states_survive_zero_action():
 
 def test_pd_tracks_a_step_target():
     backend = CpuBackend(1, nthread=1)
-    qpos = backend.qpos.copy()
+    qpos = backend.qpos.numpy().copy()
     qpos[0, :16] = A.REAL_INIT_QPOS
     qpos[0, 16:19] = (1.0, 0.0, 0.62)  # pen far from the hand
     backend.set_qpos_qvel(np.array([0]), qpos, np.zeros((1, backend.model.nv)))
     target = A.REAL_INIT_QPOS.copy()
     target[[1, 5, 9]] += 0.3
-    backend.ctrl[:] = target
+    backend.ctrl[:] = torch.from_numpy(target)
     for _ in range(20):  # 1 s
         backend.step()
-    err = np.abs(backend.qpos[0, :16] - target)
+    err = np.abs(backend.qpos[0, :16].numpy() - target)
     assert err.max() < 0.02, err
     backend.close()
 
@@ -151,7 +151,7 @@ def test_pressed_taxel_reads_one_and_free_taxels_zero():
     quat = np.zeros(4)
     frame = np.column_stack([finger_dir, np.cross(side, finger_dir), side])
     mujoco.mju_mat2Quat(quat, frame.ravel())
-    qpos = env.backend.qpos.copy()
+    qpos = env.backend.qpos.numpy().copy()
     qpos[0, :16] = A.REAL_INIT_QPOS
     qpos[0, 16:19], qpos[0, 19:23] = pos, quat
     env.backend.set_qpos_qvel(np.array([0]), qpos, np.zeros((1, model.nv)))
@@ -256,3 +256,14 @@ def test_bad_configuration_errors_are_clear(tmp_path):
         PenSpinEnv(TaskConfig(num_envs=1, grasp_cache=str(tmp_path / "missing.npz")))
     with pytest.raises(ValueError, match="actions must have shape"):
         make_env(2).step(torch.zeros(3, 16))
+
+
+def test_cpu_backend_tensors_are_views_of_the_rollout_arrays():
+    backend = CpuBackend(2, nthread=1)
+    assert backend.qpos.dtype == torch.float64 and backend.diverged.dtype == torch.bool
+    backend.qpos[1, 0] = 0.125  # torch views share memory with the numpy arrays rollout steps
+    backend.ctrl[0, 3, 2] = 0.5
+    assert backend.state[1, 1] == 0.125 and backend.control[0, 3, 2] == 0.5
+    backend.step()
+    assert np.array_equal(backend.sensordata.numpy(), backend.sensor_out[:, -1])
+    backend.close()

@@ -59,13 +59,14 @@ def test_cuda_without_a_gpu_is_a_config_error(envs):
 
 def _differences(cpu: PenSpinEnv, gpu: PenSpinEnv) -> dict[str, float]:
     lay = cpu.layout
-    a, b = cpu.backend, gpu.backend
-    pen_a, pen_b = a.qpos[:, lay.pen_qpos], b.qpos[:, lay.pen_qpos]
-    quat = np.minimum(np.abs(pen_a[:, 3:] - pen_b[:, 3:]), np.abs(pen_a[:, 3:] + pen_b[:, 3:]))
-    return {"joints": np.abs(a.qpos[:, :16] - b.qpos[:, :16]).max(),
-            "pen_pos": np.abs(pen_a[:, :3] - pen_b[:, :3]).max(),
-            "pen_quat": quat.max(),
-            "touch": np.abs(a.sensordata[:, lay.touch] - b.sensordata[:, lay.touch]).max()}
+    (qa, sa), (qb, sb) = ((b.qpos.double().cpu(), b.sensordata.double().cpu())
+                          for b in (cpu.backend, gpu.backend))
+    pen_a, pen_b = qa[:, lay.pen_qpos], qb[:, lay.pen_qpos]
+    quat = torch.minimum((pen_a[:, 3:] - pen_b[:, 3:]).abs(), (pen_a[:, 3:] + pen_b[:, 3:]).abs())
+    return {"joints": (qa[:, :16] - qb[:, :16]).abs().max().item(),
+            "pen_pos": (pen_a[:, :3] - pen_b[:, :3]).abs().max().item(),
+            "pen_quat": quat.max().item(),
+            "touch": (sa[:, lay.touch] - sb[:, lay.touch]).abs().max().item()}
 
 
 def test_same_start_same_actions_same_physics_and_rewards(envs):
@@ -97,22 +98,41 @@ def test_state_moves_between_backends_and_subset_resets(envs):
     gpu.step(actions)
     assert all(v <= TOL[k] for k, v in _differences(cpu, gpu).items())
     # Resetting one env leaves the others' state and sensors alone.
-    before = gpu.backend.state.copy(), gpu.backend.sensordata.copy()
+    before = gpu.backend.get_physics()
     gpu._reset_envs(torch.tensor([2]))
-    keep = np.array([0, 1, 3])
-    np.testing.assert_array_equal(gpu.backend.state[keep], before[0][keep])
-    np.testing.assert_array_equal(gpu.backend.sensordata[keep], before[1][keep])
+    after = gpu.backend.get_physics()
+    keep = torch.tensor([0, 1, 3])
+    for b, a in zip(before, after, strict=True):
+        torch.testing.assert_close(a[keep], b[keep], rtol=0, atol=0)
     assert gpu.backend.time[2] == 0.0
+    # Checkpoints are float64 on the host on both backends, laid out alike.
+    for x, y in zip(cpu.get_state()["physics"], gpu.get_state()["physics"], strict=True):
+        assert x.dtype == y.dtype == torch.float64 and x.device == y.device and x.shape == y.shape
+
+
+def test_backend_arrays_are_device_tensors_without_copies(envs):
+    _, gpu = envs
+    back = gpu.backend
+    assert gpu.device == back.torch_device and gpu.observations["obs"].device == gpu.device
+    for name in ("qpos", "qvel", "time", "sensordata", "ctrl", "qfrc"):
+        view = getattr(back, name)
+        assert view.dtype == torch.float32 and view.device == back.torch_device, name
+    assert back.diverged.dtype == torch.bool and back.diverged.device == back.torch_device
+    # Writes through the torch views are the physics' own arrays (wp.to_torch shares memory).
+    back.qvel[0, 0] = 0.25
+    assert back._d.qvel.numpy()[0, 0] == np.float32(0.25)
+    assert back.qpos.data_ptr() == back._d.qpos.ptr
+    gpu.reset()
 
 
 def test_divergence_is_flagged_and_the_world_restarts(envs):
     _, gpu = envs
     gpu.reset()
     back = gpu.backend
-    back.qvel[1] = np.nan
+    back.qvel[1] = float("nan")
     back.step()
     assert back.diverged.tolist() == [False, True, False, False]
-    assert np.isfinite(back.state).all() and back.time[1] == 0.0
+    assert torch.isfinite(back.get_physics()[0]).all() and back.time[1] == 0.0
     gpu.reset()
     gpu.step(torch.zeros(N, 16))
     assert not back.diverged.any()

@@ -180,7 +180,7 @@ class ProxyRobot(HandRobot):
 
     def _read(self) -> np.ndarray:
         noise = self.rng.normal(0.0, 1.0, (self.num_hands, NUM_JOINTS))
-        return self.backend.qpos[:, :NUM_JOINTS] + self.offset + noise * self.cfg.at(
+        return self.backend.qpos.numpy()[:, :NUM_JOINTS] + self.offset + noise * self.cfg.at(
             0.0, self.cfg.reading_noise)
 
     def _command(self, targets: np.ndarray) -> None:
@@ -188,14 +188,15 @@ class ProxyRobot(HandRobot):
 
     def _tick(self) -> None:
         k = self.latency_steps
-        self.backend.ctrl[:, :k] = self.applied[:, None]
-        self.backend.ctrl[:, k:] = self.target[:, None]
+        ctrl = self.backend.ctrl.numpy()
+        ctrl[:, :k] = self.applied[:, None]
+        ctrl[:, k:] = self.target[:, None]
         self.applied = self.target.copy()
         self.backend.qfrc[:] = 0.0
         before = self.backend.state.copy()
         quat_prev = self.pen_quat()
         self.backend.step()
-        bad = self.backend.diverged
+        bad = self.backend.diverged.numpy()
         if bad.any():
             # MuJoCo reset these to qpos0; keep their last sane state and count the trial lost.
             self.backend.state[bad] = before[bad]
@@ -205,7 +206,7 @@ class ProxyRobot(HandRobot):
 
     # Extras a real hand has (touch, camera) and one it has not (the pen's true pose) -----------
     def touch(self) -> np.ndarray:
-        return (self.backend.sensordata[:, self.layout.touch]
+        return (self.backend.sensordata.numpy()[:, self.layout.touch]
                 >= self.cfg.touch_threshold).astype(np.float32)
 
     def camera(self) -> CameraFrame:
@@ -221,7 +222,7 @@ class ProxyRobot(HandRobot):
 
     def _posed(self, i: int) -> tuple[mujoco.MjModel, mujoco.MjData]:
         m, d = self.backend.models[i], self._probe
-        mujoco.mj_setState(m, d, self.backend.state[i], mujoco.mjtState.mjSTATE_FULLPHYSICS)
+        mujoco.mj_setState(m, d, self.backend.host_state(i), mujoco.mjtState.mjSTATE_FULLPHYSICS)
         mujoco.mj_forward(m, d)
         return m, d
 
@@ -246,10 +247,10 @@ class ProxyRobot(HandRobot):
         return {"priv_info": torch.cat(priv, 1), "point_cloud": points}
 
     def pen_pos(self) -> np.ndarray:
-        return self.backend.qpos[:, self.layout.pen_qpos][:, :3].copy()
+        return self.backend.qpos.numpy()[:, self.layout.pen_qpos][:, :3].copy()
 
     def pen_quat(self) -> np.ndarray:
-        return self.backend.qpos[:, self.layout.pen_qpos][:, 3:].copy()
+        return self.backend.qpos.numpy()[:, self.layout.pen_qpos][:, 3:].copy()
 
     def pen_ends(self) -> np.ndarray:
         """World positions of both ends of each pen, [n, 2, 3]."""
@@ -259,7 +260,7 @@ class ProxyRobot(HandRobot):
         return np.stack([pos + off, pos - off], 1)
 
     def fingertips(self) -> np.ndarray:
-        return self.backend.sensordata[:, self.layout.tip_pos].copy()
+        return self.backend.sensordata.numpy()[:, self.layout.tip_pos].copy()
 
     def _stop(self) -> None:
         if self._camera is not None:

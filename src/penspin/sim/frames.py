@@ -43,8 +43,8 @@ def paint_taxels(model: mujoco.MjModel, taxel_sites: tuple[int, ...], touched: n
 
 
 class EnvFrames:
-    """Draws env ``index`` of a backend (``models``, ``state``, ``layout``): hand, pen with its
-    red/blue end caps, and taxels, green where touched."""
+    """Draws env ``index`` of a backend (``models``, ``host_state``, ``layout``): hand, pen with
+    its red/blue end caps, and taxels, green where touched."""
 
     def __init__(self, backend: Any, index: int = 0, camera: str = "front", width: int = 640,
                  height: int = 480):
@@ -75,7 +75,7 @@ class EnvFrames:
 
     def frame(self, touched: np.ndarray | None = None) -> np.ndarray:
         """An (H, W, 3) uint8 image of the env's current state; taxels coloured by ``touched``."""
-        mujoco.mj_setState(self.model, self.data, self.backend.state[self.index],
+        mujoco.mj_setState(self.model, self.data, self.backend.host_state(self.index),
                            mujoco.mjtState.mjSTATE_FULLPHYSICS)
         mujoco.mj_forward(self.model, self.data)
         if touched is not None:

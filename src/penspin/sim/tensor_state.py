@@ -1,40 +1,36 @@
-"""The host-side state layout every backend shares, so the task reads any backend the same way."""
+"""The state interface every backend shares: torch views of the arrays the backend steps.
+
+``qpos`` [num_envs, nq], ``qvel`` [num_envs, nv], ``time`` [num_envs] and ``sensordata``
+[num_envs, nsensordata] (the last substep's, computed before its integration), plus the inputs
+``ctrl`` [num_envs, substeps, nu], ``qfrc`` [num_envs, substeps, nv] and the flags ``diverged``
+[num_envs], live on the backend's ``torch_device`` in its ``dtype``; writing into them writes the
+physics. The task reads any backend the same way and never copies to the host to step.
+"""
 
 from __future__ import annotations
 
-import numpy as np
+import torch
 
 
-class HostState:
-    """Views of ``state`` [num_envs, 1 + nq + nv] (time, qpos, qvel) and ``sensor_out``
-    [num_envs, substeps, nsensordata], which a backend keeps on the host and defines, with the
-    ``_qpos`` / ``_qvel`` column slices."""
+class TensorState:
+    """``set_qpos_qvel`` for a backend that defines the views above, ``torch_device`` and
+    ``dtype``. Writes take torch tensors (or anything ``torch.as_tensor`` reads)."""
 
-    state: np.ndarray
-    sensor_out: np.ndarray
-    _qpos: slice
-    _qvel: slice
+    torch_device: torch.device
+    dtype: torch.dtype
+    qpos: torch.Tensor
+    qvel: torch.Tensor
+    time: torch.Tensor
+    sensordata: torch.Tensor
 
-    @property
-    def qpos(self) -> np.ndarray:
-        return self.state[:, self._qpos]
+    def _rows(self, env_ids) -> torch.Tensor:
+        return torch.as_tensor(env_ids, dtype=torch.long, device=self.torch_device)
 
-    @property
-    def qvel(self) -> np.ndarray:
-        return self.state[:, self._qvel]
+    def _tensor(self, values) -> torch.Tensor:
+        return torch.as_tensor(values, dtype=self.dtype, device=self.torch_device)
 
-    @property
-    def time(self) -> np.ndarray:
-        return self.state[:, 0]
-
-    @property
-    def sensordata(self) -> np.ndarray:
-        """Sensors of the last substep (computed before its integration)."""
-        return self.sensor_out[:, -1]
-
-    def set_qpos_qvel(self, env_ids: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> None:
-        self.state[env_ids, self._qpos] = qpos
-        self.state[env_ids, self._qvel] = qvel
-        self.state[env_ids, 0] = 0.0
-        # Everything past qvel (actuator activations, plugin state) restarts from zero.
-        self.state[env_ids, self._qvel.stop:] = 0.0
+    def set_qpos_qvel(self, env_ids, qpos, qvel) -> None:
+        rows = self._rows(env_ids)
+        self.qpos[rows] = self._tensor(qpos)
+        self.qvel[rows] = self._tensor(qvel)
+        self.time[rows] = 0.0

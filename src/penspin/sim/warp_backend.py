@@ -1,14 +1,13 @@
 """Batched physics on MuJoCo Warp: every env is a world of one ``mjw.Data``, stepped by kernels.
 
-Same scene, same interface and same array layouts as :class:`~penspin.sim.cpu_backend.CpuBackend`
-(``state``, ``ctrl``, ``qfrc``, ``sensordata``, ``diverged``, ``set_pen``...), so the task runs
-on either unchanged. Per-env parameters live in batched model fields (one row per world) and are
-written by index through torch views of the device arrays, without a loop over envs.
-
-The task keeps its state in host numpy arrays, so ``step`` copies the state and controls to the
-device and the new state and sensors back: one transfer each way per control step (on Warp's CPU
-device these are memcpys). Warp computes in float32; the host mirror is float64 like the CPU
-backend's, so checkpoints move between backends.
+Same scene and same interface as :class:`~penspin.sim.cpu_backend.CpuBackend` (``qpos``,
+``ctrl``, ``qfrc``, ``sensordata``, ``diverged``, ``set_pen``...; see
+:mod:`penspin.sim.tensor_state`), so the task runs on either unchanged. Here they are zero-copy
+``wp.to_torch`` views of the device arrays, float32 on the Warp device: a control step, the
+divergence check, restarts of diverged worlds, resets and per-env parameter writes (rows of
+batched model fields) all stay on the device, with no host copy and no loop over envs. Only
+checkpoints (``get_physics``, float64 like the CPU backend's, so they move between backends) and
+rendering copy to the host.
 """
 
 from __future__ import annotations
@@ -22,8 +21,8 @@ import torch
 
 from penspin.config import ConfigError
 from penspin.sim import scene
-from penspin.sim.host_state import HostState
 from penspin.sim.model_params import PerEnvParams, Write
+from penspin.sim.tensor_state import TensorState
 
 try:
     import mujoco_warp as mjw
@@ -40,7 +39,7 @@ _BATCHED = ("geom_size", "geom_rbound", "geom_aabb", "geom_pos", "geom_friction"
             "actuator_gainprm", "actuator_biasprm")
 
 
-class WarpBackend(HostState, PerEnvParams):
+class WarpBackend(TensorState, PerEnvParams):
     """Holds ``num_envs`` worlds on a Warp device and steps them ``substeps`` at a time.
 
     ``nconmax`` / ``njmax``: contacts and constraint rows allotted per world (Warp preallocates).
@@ -67,31 +66,30 @@ class WarpBackend(HostState, PerEnvParams):
         nq, nv, nu = self.model.nq, self.model.nv, self.model.nu
         self.nstate = mujoco.mj_stateSize(self.model, mujoco.mjtState.mjSTATE_FULLPHYSICS)
         if self.nstate != 1 + nq + nv:
-            raise NotImplementedError("the warp backend mirrors time, qpos and qvel only")
+            raise NotImplementedError("the warp backend keeps time, qpos and qvel only")
         self._qpos = slice(1, 1 + nq)
         self._qvel = slice(1 + nq, 1 + nq + nv)
 
-        data0 = mujoco.MjData(self.model)
-        self._init_state = np.concatenate([[0.0], data0.qpos, data0.qvel])
-        self.state = np.tile(self._init_state, (num_envs, 1))
-        self.control = np.zeros((num_envs, substeps, nu + nv))
-        self.ctrl = self.control[:, :, :nu]
-        self.qfrc = self.control[:, :, nu:]
-        self.sensor_out = np.zeros((num_envs, 1, self.model.nsensordata))
-        self.diverged = np.zeros(num_envs, dtype=bool)
-
         with wp.ScopedDevice(self.device):
             self._m = mjw.put_model(self.model, batch_sizes=dict.fromkeys(_BATCHED, num_envs))
-            self._d = mjw.put_data(self.model, data0, nworld=num_envs, nconmax=nconmax,
-                                   njmax=njmax)
+            self._d = mjw.put_data(self.model, mujoco.MjData(self.model), nworld=num_envs,
+                                   nconmax=nconmax, njmax=njmax)
         self._m.opt.warn_overflow = 0  # overflowing worlds are flagged as diverged instead
         # Zero-copy torch views of the device arrays (vector fields gain a trailing axis).
         self._params = {k: wp.to_torch(getattr(self._m, k)) for k in _BATCHED}
         self._dev = {k: wp.to_torch(getattr(self._d, k)) for k in (
-            "time", "qpos", "qvel", "ctrl", "qfrc_applied", "sensordata", "overflow")}
-        self._tdevice = self._dev["qpos"].device
+            "ctrl", "qfrc_applied", "overflow")}
+        self.time, self.qpos, self.qvel, self.sensordata = (
+            wp.to_torch(getattr(self._d, k)) for k in ("time", "qpos", "qvel", "sensordata"))
+        self.torch_device, self.dtype = self.qpos.device, self.qpos.dtype
+        control = torch.zeros(num_envs, substeps, nu + nv, dtype=self.dtype,
+                              device=self.torch_device)
+        self.ctrl = control[:, :, :nu]
+        self.qfrc = control[:, :, nu:]
+        self.diverged = torch.zeros(num_envs, dtype=torch.bool, device=self.torch_device)
         # On CUDA, Warp launches on torch's stream so the two never race.
-        self._stream = wp.stream_from_torch(self._tdevice) if self.device.is_cuda else None
+        self._stream = (wp.stream_from_torch(self.torch_device) if self.device.is_cuda
+                        else None)
 
     def _scope(self) -> contextlib.AbstractContextManager:
         if self._stream is None:
@@ -111,61 +109,71 @@ class WarpBackend(HostState, PerEnvParams):
         return m
 
     # Stepping ---------------------------------------------------------------------------------
-    def _upload_state(self) -> None:
-        for key, cols in (("time", 0), ("qpos", self._qpos), ("qvel", self._qvel)):
-            self._dev[key].copy_(torch.from_numpy(self.state[:, cols]))
-
     def step(self) -> None:
         """Advance every env by ``substeps`` physics steps using ``self.ctrl`` / ``self.qfrc``."""
-        dev, nu = self._dev, self.model.nu
-        self._upload_state()
-        control = torch.from_numpy(self.control).to(self._tdevice, torch.float32)
+        dev = self._dev
         dev["overflow"].zero_()
         with self._scope():
             for s in range(self.substeps):
-                dev["ctrl"].copy_(control[:, s, :nu])
-                dev["qfrc_applied"].copy_(control[:, s, nu:])
+                dev["ctrl"].copy_(self.ctrl[:, s])
+                dev["qfrc_applied"].copy_(self.qfrc[:, s])
                 mjw.step(self._m, self._d)
-        state = torch.cat([dev["time"][:, None], dev["qpos"], dev["qvel"]], 1).double().cpu()
-        sensors = dev["sensordata"].double().cpu()
-        bad = (~torch.isfinite(state).all(1) | (state.abs() > _MAX_VALUE).any(1)
-               | ~torch.isfinite(sensors).all(1) | (dev["overflow"] != 0).cpu())
-        self.state[:] = state.numpy()
-        self.sensor_out[:, -1] = sensors.numpy()
-        self.diverged = bad.numpy()
-        if self.diverged.any():
-            self._restart(self.diverged)
-
-    def _restart(self, mask: np.ndarray) -> None:
-        """Clear diverged worlds on the device (warm starts too) and give them the initial state."""
+        state = self._state()
+        self.diverged = (~torch.isfinite(state).all(1) | (state.abs() > _MAX_VALUE).any(1)
+                         | ~torch.isfinite(self.sensordata).all(1) | (dev["overflow"] != 0))
+        # Diverged worlds restart from the initial state (warm starts and sensors cleared too);
+        # the mask never leaves the device.
         with self._scope():
-            mjw.reset_data(self._m, self._d, reset=wp.array(mask, dtype=bool))
-        self.state[mask] = self._init_state
-        self.sensor_out[mask] = 0.0
+            mjw.reset_data(self._m, self._d, reset=wp.from_torch(self.diverged))
 
-    def refresh_sensors(self, env_ids: np.ndarray) -> None:
+    def refresh_sensors(self, env_ids) -> None:
         """Sensors of the listed envs at their current state, with zero control, as after a reset.
 
-        One forward pass over all worlds (derived quantities only; the state is untouched).
+        One forward pass over all worlds (derived quantities only; the state is untouched); the
+        other envs keep their sensors.
         """
-        self._upload_state()
+        rows = self._rows(env_ids)
+        sensors = self.sensordata.clone()
         self._dev["ctrl"].zero_()
         self._dev["qfrc_applied"].zero_()
         with self._scope():
             mjw.forward(self._m, self._d)
-        self.sensor_out[env_ids, -1] = self._dev["sensordata"].double().cpu().numpy()[env_ids]
+        sensors[rows] = self.sensordata[rows]
+        self.sensordata.copy_(sensors)
 
     def close(self) -> None:
         """Nothing to release: the device arrays go with the object."""
 
+    # Checkpoints and rendering (host copies) --------------------------------------------------
+    def _state(self) -> torch.Tensor:
+        return torch.cat([self.time[:, None], self.qpos, self.qvel], 1)
+
+    def get_physics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copies of the physics state [num_envs, 1 + nq + nv] and the sensors, float64 on the
+        host, laid out as the CPU backend's, so checkpoints move between backends."""
+        return self._state().double().cpu(), self.sensordata.double().cpu()
+
+    def set_physics(self, state: torch.Tensor, sensors: torch.Tensor) -> None:
+        state = self._tensor(state)
+        self.time.copy_(state[:, 0])
+        self.qpos.copy_(state[:, self._qpos])
+        self.qvel.copy_(state[:, self._qvel])
+        self.sensordata.copy_(self._tensor(sensors))
+
+    def host_state(self, i: int) -> np.ndarray:
+        """Env ``i``'s full physics state on the host, for ``mj_setState``."""
+        return self._state()[i].double().cpu().numpy()
+
     # Per-env model parameters -----------------------------------------------------------------
-    def _write(self, env_ids: np.ndarray, writes: list[Write]) -> None:
-        rows = torch.as_tensor(np.asarray(env_ids), device=self._tdevice)
+    def _values(self, x) -> torch.Tensor:
+        return torch.as_tensor(x, dtype=torch.float64, device=self.torch_device)
+
+    def _write(self, env_ids, writes: list[Write]) -> None:
+        rows = self._rows(env_ids)
         for name, index, values in writes:
             param = self._params[name]  # viewed in MjModel's per-env layout, as indices are
             param = param.view(param.shape[0], *getattr(self.model, name).shape)
-            param[(rows, *index)] = torch.as_tensor(values, dtype=torch.float32,
-                                                    device=self._tdevice)
+            param[(rows, *index)] = values.to(param.dtype)
 
 
 class _HostModels(Sequence):

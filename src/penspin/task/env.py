@@ -2,7 +2,9 @@
 
 The physics backend only steps MuJoCo; everything PenSpin defines (delta-target actions, noise,
 pushes, observations, tactile model, reward, terminations, resets from the grasp cache, domain
-randomisation) lives here, written once for every backend.
+randomisation) lives here, written once for every backend. Its tensors live on ``device``, the
+backend's torch device, and it reads and writes the backend's arrays as torch views there (see
+:mod:`penspin.sim.tensor_state`): stepping never copies to the host.
 """
 
 from __future__ import annotations
@@ -22,25 +24,27 @@ PALM_ORIGIN = torch.tensor(A.PALM_POS, dtype=torch.float32)
 
 
 def _uniform(gen: torch.Generator, lo: float, hi: float, *shape: int) -> torch.Tensor:
-    return torch.rand(*shape, generator=gen) * (hi - lo) + lo
+    return torch.rand(*shape, generator=gen, device=gen.device) * (hi - lo) + lo
 
 
 def pen_template(num_points: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Unit point-cloud template of a capsule: points = radial * radius + axial * half_length.
 
-    15% of the points on each rounded end, the rest on the side, as in PenSpin's sampler.
+    15% of the points on each rounded end, the rest on the side, as in PenSpin's sampler. Drawn
+    on ``gen``'s device.
     """
+    d = gen.device
     n_cap = max(1, round(0.15 * num_points))
     n_side = num_points - 2 * n_cap
-    theta = torch.rand(n_side, generator=gen) * 2 * torch.pi
-    side_r = torch.stack([theta.cos(), theta.sin(), torch.zeros(n_side)], -1)
-    side_a = torch.stack([torch.zeros(n_side), torch.zeros(n_side),
-                          torch.rand(n_side, generator=gen) * 2 - 1], -1)
-    caps = torch.randn(2 * n_cap, 3, generator=gen)
+    theta = torch.rand(n_side, generator=gen, device=d) * 2 * torch.pi
+    side_r = torch.stack([theta.cos(), theta.sin(), torch.zeros(n_side, device=d)], -1)
+    side_a = torch.stack([torch.zeros(n_side, device=d), torch.zeros(n_side, device=d),
+                          torch.rand(n_side, generator=gen, device=d) * 2 - 1], -1)
+    caps = torch.randn(2 * n_cap, 3, generator=gen, device=d)
     caps = caps / caps.norm(dim=-1, keepdim=True)
-    sign = torch.cat([torch.ones(n_cap), -torch.ones(n_cap)])
+    sign = torch.cat([torch.ones(n_cap, device=d), -torch.ones(n_cap, device=d)])
     caps[:, 2] = caps[:, 2].abs() * sign
-    cap_a = torch.zeros(2 * n_cap, 3)
+    cap_a = torch.zeros(2 * n_cap, 3, device=d)
     cap_a[:, 2] = sign
     return torch.cat([side_r, caps]), torch.cat([side_a, cap_a])
 
@@ -65,30 +69,31 @@ class PenSpinEnv:
         torch.set_num_threads(1)
         self.cfg = cfg
         self.num_envs = n = cfg.num_envs
-        self.device = torch.device("cpu")
         self.max_episode_length = cfg.episode_length
         self.dt = cfg.control_dt
-        self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.cache = {k: torch.from_numpy(v.astype(np.float32)) for k, v in grasps.load_cache(
-            cfg.grasp_cache, cfg.randomization.pen_scales, cfg.randomization.pen_length,
-            cfg.randomization.pen_radius).items()}
+        cache = grasps.load_cache(cfg.grasp_cache, cfg.randomization.pen_scales,
+                                  cfg.randomization.pen_length, cfg.randomization.pen_radius)
         if cfg.backend == "warp":
             from penspin.sim.warp_backend import WarpBackend  # imports warp: only when asked for
             self.backend = WarpBackend(n, cfg.substeps, cfg.physics_dt, cfg.device)
         else:
             self.backend = CpuBackend(n, cfg.substeps, cfg.num_threads, cfg.physics_dt)
+        self.device = d = self.backend.torch_device
+        self.gen = torch.Generator(d).manual_seed(cfg.seed)
+        self.cache = {k: torch.from_numpy(v.astype(np.float32)).to(d) for k, v in cache.items()}
         self.layout = self.backend.layout
-        self.lower = torch.tensor(A.JOINT_LOWER, dtype=torch.float32)
-        self.upper = torch.tensor(A.JOINT_UPPER, dtype=torch.float32)
-        self.axis = torch.tensor(ROTATION_AXIS)
-        self.pos_target = torch.tensor(cfg.reward.position_target, dtype=torch.float32)
+        self.lower = torch.tensor(A.JOINT_LOWER, dtype=torch.float32, device=d)
+        self.upper = torch.tensor(A.JOINT_UPPER, dtype=torch.float32, device=d)
+        self.axis = torch.tensor(ROTATION_AXIS, device=d)
+        self.pos_target = torch.tensor(cfg.reward.position_target, dtype=torch.float32, device=d)
+        self.palm_origin = PALM_ORIGIN.to(d)
         self.template_radial, self.template_axial = pen_template(cfg.obs.num_points, self.gen)
 
-        z = lambda *s: torch.zeros(*s)  # noqa: E731
+        z = lambda *s: torch.zeros(*s, device=d)  # noqa: E731
         h = cfg.obs.history_len
         self.targets = z(n, 16)
         self.init_q = z(n, 16)
-        self.progress = torch.zeros(n, dtype=torch.long)
+        self.progress = torch.zeros(n, dtype=torch.long, device=d)
         self.pen_pos_prev = z(n, 3)
         self.pen_quat_prev = z(n, 4)
         self.pen_angvel = z(n, 3)
@@ -121,7 +126,7 @@ class PenSpinEnv:
 
     # ------------------------------------------------------------------------------------------
     def reset(self) -> dict[str, torch.Tensor]:
-        self._reset_envs(torch.arange(self.num_envs))
+        self._reset_envs(torch.arange(self.num_envs, device=self.device))
         self._obs = self._observe()
         return self._obs
 
@@ -137,12 +142,11 @@ class PenSpinEnv:
         cfg, rc = self.cfg, self.cfg.randomization
         n = self.num_envs
         self.targets = self.next_targets(actions)
-        step_noise = torch.randn(n, cfg.substeps, 16, generator=self.gen) * rc.action_noise_step
-        ctrl = self.targets[:, None] + self.action_noise_e[:, None] + step_noise
-        self.backend.ctrl[:] = ctrl.numpy()
+        step_noise = self._randn(n, cfg.substeps, 16) * rc.action_noise_step
+        self.backend.ctrl[:] = self.targets[:, None] + self.action_noise_e[:, None] + step_noise
         self._apply_pushes()
 
-        self.pen_pos_prev = self._pen_pos()  # float() of the float64 state: already a copy
+        self.pen_pos_prev = self._pen_pos()
         self.pen_quat_prev = self._pen_quat()
         self.backend.step()
         self.progress += 1
@@ -156,15 +160,15 @@ class PenSpinEnv:
         q = self._joint_pos()
         terms = RewardTerms(
             angvel=self.pen_angvel, linvel=pen_linvel, q=q, init_q=self.init_q,
-            torque=torch.from_numpy(self.backend.sensordata[:, self.layout.actuator_force]).float(),
-            qvel=torch.from_numpy(self.backend.qvel[:, :16]).float(),
+            torque=self.backend.sensordata[:, self.layout.actuator_force].float(),
+            qvel=self.backend.qvel[:, :16].float(),
             points_z=points[..., 2] if points is not None else ends[..., 2],
             pen_pos=pen_pos,
         )
         reward, log = compute_reward(terms, cfg.reward, self.axis, self.pos_target)
         rot_speed = self.pen_angvel @ self.axis
 
-        diverged = torch.from_numpy(self.backend.diverged)
+        diverged = self.backend.diverged
         fell = ((pen_pos[:, 2] < cfg.termination.min_pen_height)
                 | (ends[..., 2].min(1).values < cfg.termination.min_end_height)
                 | (ends[..., 2].max(1).values > cfg.termination.max_end_height)
@@ -196,7 +200,7 @@ class PenSpinEnv:
 
     def next_targets(self, actions: torch.Tensor) -> torch.Tensor:
         """The absolute joint targets ``actions`` lead to from the current ones."""
-        actions = actions.detach().to(torch.float32).clamp(-1.0, 1.0)
+        actions = actions.detach().to(self.device, torch.float32).clamp(-1.0, 1.0)
         return torch.minimum(torch.maximum(self.targets + self.cfg.action_scale * actions,
                                            self.lower), self.upper)
 
@@ -205,7 +209,7 @@ class PenSpinEnv:
         """Start fresh episodes: a cache state, new physical parameters and clean buffers."""
         cfg, rc = self.cfg, self.cfg.randomization
         k = len(ids)
-        rows = torch.randint(len(self.cache["q"]), (k,), generator=self.gen)
+        rows = torch.randint(len(self.cache["q"]), (k,), generator=self.gen, device=self.device)
         q = self.cache["q"][rows]
         self.pen_radius[ids] = self.cache["radius"][rows]
         self.pen_length[ids] = self.cache["length"][rows]
@@ -216,14 +220,13 @@ class PenSpinEnv:
         self.pen_restitution[ids] = _uniform(self.gen, *rc.restitution, k)
         self.kp[ids] = _uniform(self.gen, *rc.kp, k, 16)
         self.kd[ids] = _uniform(self.gen, *rc.kd, k, 16)
-        self.obs_noise_e[ids] = torch.randn(k, 16, generator=self.gen) * rc.obs_noise_episode
-        self.action_noise_e[ids] = torch.randn(k, 16, generator=self.gen) * rc.action_noise_episode
+        self.obs_noise_e[ids] = self._randn(k, 16) * rc.obs_noise_episode
+        self.action_noise_e[ids] = self._randn(k, 16) * rc.action_noise_episode
         self._apply_env_params(ids)
 
-        idx = ids.numpy()
         qpos = torch.cat([q, self.cache["pen_pos"][rows], self.cache["pen_quat"][rows]], 1)
-        self.backend.set_qpos_qvel(idx, qpos.double().numpy(), np.zeros((k, self.layout.nv)))
-        self.backend.refresh_sensors(idx)
+        self.backend.set_qpos_qvel(ids, qpos, torch.zeros(k, self.layout.nv, device=self.device))
+        self.backend.refresh_sensors(ids)
         target = self.cache["target"][rows]
         self.targets[ids] = target
         self.init_q[ids] = q
@@ -232,7 +235,7 @@ class PenSpinEnv:
         self.pen_angvel[ids] = 0.0
         self.ep_reward[ids] = 0.0
         self.ep_rotation[ids] = 0.0
-        touch = torch.from_numpy(self.backend.sensordata[idx][:, self.layout.touch]).float()
+        touch = self.backend.sensordata[ids][:, self.layout.touch].float()
         self.tactile[ids] = (touch >= cfg.obs.tactile_threshold).float()
         q_noisy = self._noisy_q(q, ids)
         self.proprio_hist[ids] = torch.cat([q_noisy, target], 1)[:, None]
@@ -240,14 +243,10 @@ class PenSpinEnv:
         self.ends_hist[ids] = self._noisy_ends(self._pen_ends()[ids])[:, None]
 
     def _apply_env_params(self, ids: torch.Tensor) -> None:
-        idx = ids.numpy()
         damp = 1.0 - 0.7 * self.pen_restitution[ids]  # MuJoCo analogue of restitution
-        self.backend.set_pen(idx, self.pen_radius[ids].double().numpy(),
-                             self.pen_length[ids].double().numpy(),
-                             self.pen_mass[ids].double().numpy(),
-                             self.pen_com[ids].double().numpy(),
-                             self.pen_friction[ids].double().numpy(), damp.double().numpy())
-        self.backend.set_pd_gains(idx, self.kp[ids].double().numpy(), self.kd[ids].double().numpy())
+        self.backend.set_pen(ids, self.pen_radius[ids], self.pen_length[ids], self.pen_mass[ids],
+                             self.pen_com[ids], self.pen_friction[ids], damp)
+        self.backend.set_pd_gains(ids, self.kp[ids], self.kd[ids])
 
     # Physics inputs ---------------------------------------------------------------------------
     def _apply_pushes(self) -> None:
@@ -259,32 +258,45 @@ class PenSpinEnv:
             return
         decay = rc.force_decay ** (self.cfg.physics_dt / rc.force_decay_interval)
         lin = slice(self.layout.pen_qvel.start, self.layout.pen_qvel.start + 3)
-        subs = torch.randint(self.cfg.substeps, (rc.force_substeps,), generator=self.gen)
+        subs = torch.randint(self.cfg.substeps, (rc.force_substeps,), generator=self.gen,
+                             device=self.device)
         for s in subs.tolist():
             self.push_force *= decay
-            new = torch.rand(self.num_envs, generator=self.gen) < rc.force_prob
-            fresh = torch.randn(self.num_envs, 3, generator=self.gen)
+            new = self._rand(self.num_envs) < rc.force_prob
+            fresh = self._randn(self.num_envs, 3)
             fresh *= (self.pen_mass * rc.force_scale)[:, None]
             self.push_force = torch.where(new[:, None], fresh, self.push_force)
-            qfrc[:, s, lin] = self.push_force.numpy()
+            qfrc[:, s, lin] = self.push_force
+
+    # Random draws (on the task's device) ------------------------------------------------------
+    def _rand(self, *shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=self.gen, device=self.device)
+
+    def _randn(self, *shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=self.gen, device=self.device)
 
     # State readers ----------------------------------------------------------------------------
+    @staticmethod
+    def _copy(view: torch.Tensor) -> torch.Tensor:
+        """A float32 copy of a backend view (the view changes with the next step)."""
+        return view.to(torch.float32, copy=True)
+
     def _pen_pos(self) -> torch.Tensor:
-        return torch.from_numpy(self.backend.qpos[:, self.layout.pen_qpos][:, :3]).float()
+        return self._copy(self.backend.qpos[:, self.layout.pen_qpos][:, :3])
 
     def _pen_quat(self) -> torch.Tensor:
-        return torch.from_numpy(self.backend.qpos[:, self.layout.pen_qpos][:, 3:]).float()
+        return self._copy(self.backend.qpos[:, self.layout.pen_qpos][:, 3:])
 
     def _joint_pos(self) -> torch.Tensor:
-        return torch.from_numpy(self.backend.qpos[:, :16]).float()
+        return self._copy(self.backend.qpos[:, :16])
 
     def _fingertips(self) -> torch.Tensor:
-        return torch.from_numpy(self.backend.sensordata[:, self.layout.tip_pos]).float()
+        return self._copy(self.backend.sensordata[:, self.layout.tip_pos])
 
     def _noisy_q(self, q: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         rc = self.cfg.randomization
         e = self.obs_noise_e if ids is None else self.obs_noise_e[ids]
-        return q + torch.randn(q.shape, generator=self.gen) * rc.obs_noise_step + e
+        return q + self._randn(*q.shape) * rc.obs_noise_step + e
 
     def _pen_axis(self) -> torch.Tensor:
         return quat_to_matrix(self._pen_quat())[..., 2]
@@ -298,7 +310,7 @@ class PenSpinEnv:
     def _noisy_ends(self, ends: torch.Tensor) -> torch.Tensor:
         """Pen ends relative to the palm with a camera's uniform noise, flattened to 6."""
         noise = self.cfg.obs.ends_noise
-        noisy = ends - PALM_ORIGIN + _uniform(self.gen, -noise, noise, *ends.shape)
+        noisy = ends - self.palm_origin + _uniform(self.gen, -noise, noise, *ends.shape)
         return noisy.reshape(len(noisy), 6)
 
     def _point_cloud(self) -> torch.Tensor | None:
@@ -310,11 +322,11 @@ class PenSpinEnv:
     def _update_tactile(self) -> None:
         """Binary taxels with latency (hold last reading) and dropout."""
         oc = self.cfg.obs
-        touch = torch.from_numpy(self.backend.sensordata[:, self.layout.touch]).float()
+        touch = self.backend.sensordata[:, self.layout.touch].float()
         fresh = (touch >= oc.tactile_threshold).float()
-        hold = torch.rand(fresh.shape, generator=self.gen) < oc.tactile_latency
+        hold = self._rand(*fresh.shape) < oc.tactile_latency
         reading = torch.where(hold, self.tactile, fresh)
-        drop = torch.rand(fresh.shape, generator=self.gen) < oc.tactile_dropout
+        drop = self._rand(*fresh.shape) < oc.tactile_dropout
         self.tactile = torch.where(drop, torch.zeros_like(reading), reading)
 
     def _push_history(self, q: torch.Tensor, ends: torch.Tensor) -> None:
@@ -356,21 +368,21 @@ class PenSpinEnv:
                       "ends_hist", "ep_reward", "ep_rotation")
 
     def get_state(self) -> dict:
-        state = {k: getattr(self, k).clone() for k in self._STATE_TENSORS}
-        state["physics"] = torch.from_numpy(self.backend.state.copy())
-        state["sensors"] = torch.from_numpy(self.backend.sensor_out[:, -1].copy())
+        """Host copies; the physics in float64 on every backend, so it moves between backends (the
+        random generator's state only between envs on the same kind of device)."""
+        state = {k: getattr(self, k).cpu().clone() for k in self._STATE_TENSORS}
+        state["physics"], state["sensors"] = self.backend.get_physics()
         state["rng"] = self.gen.get_state()
         state["diverged_total"] = self.diverged_total
         return state
 
     def set_state(self, state: dict) -> None:
         for k in self._STATE_TENSORS:
-            setattr(self, k, state[k].clone())
-        self.backend.state[:] = state["physics"].numpy()
-        self.backend.sensor_out[:, -1] = state["sensors"].numpy()
+            setattr(self, k, state[k].to(self.device, copy=True))
+        self.backend.set_physics(state["physics"], state["sensors"])
         self.gen.set_state(state["rng"])
         self.diverged_total = int(state["diverged_total"])
-        self._apply_env_params(torch.arange(self.num_envs))
+        self._apply_env_params(torch.arange(self.num_envs, device=self.device))
         self._obs = self._observe()
 
     @property

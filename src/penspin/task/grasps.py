@@ -144,18 +144,19 @@ def _settle(backend: CpuBackend, cfg: GraspConfig, rng: np.random.Generator, tar
                     rng.uniform(0.3, 1.0, n))
     backend.set_pd_gains(ids, rng.uniform(2.5, 3.5, (n, 16)), rng.uniform(0.09, 0.11, (n, 16)))
     backend.set_qpos_qvel(ids, qpos, np.zeros((n, backend.model.nv)))
-    backend.ctrl[:] = (target + rng.normal(0.0, target_noise, target.shape))[:, None, :]
+    backend.ctrl.numpy()[:] = (target + rng.normal(0.0, target_noise, target.shape))[:, None, :]
     backend.qfrc[:] = 0.0
     steps = int(round(cfg.settle_time / (backend.substeps * backend.model.opt.timestep)))
     alive = np.ones(n, dtype=bool)
     lay = backend.layout
+    qpos_now = backend.qpos.numpy()  # a view: follows the steps
     for _ in range(steps):
         backend.step()
-        alive &= ~backend.diverged & (backend.qpos[:, lay.pen_qpos][:, 2] > cfg.min_height)
-    pen = backend.qpos[:, lay.pen_qpos]
+        alive &= ~backend.diverged.numpy() & (qpos_now[:, lay.pen_qpos][:, 2] > cfg.min_height)
+    pen = qpos_now[:, lay.pen_qpos]
     ends_dz = pen_ends_dz(pen[:, 3:], length)
-    contacts = (backend.sensordata[:, lay.tip_contact] > 1e-3).sum(1)
-    vel = backend.qvel[:, lay.pen_qvel]
+    contacts = (backend.sensordata.numpy()[:, lay.tip_contact] > 1e-3).sum(1)
+    vel = backend.qvel.numpy()[:, lay.pen_qvel]
     settled = ((np.linalg.norm(vel[:, :3], axis=1) < cfg.max_speed)
                & (np.linalg.norm(vel[:, 3:], axis=1) < cfg.max_spin))
     return alive & settled & (contacts >= cfg.min_tip_contacts) & (ends_dz < cfg.max_tilt)
@@ -194,7 +195,7 @@ def generate(cfg: GraspConfig, out: str | Path) -> dict:
                 start = np.concatenate([q, pos, quat], 1)
                 ok = _settle(backend, cfg, rng, q, start, radius, length)
                 # Second pass from the settled state with new physics: keeps only robust grasps.
-                settled = backend.qpos.copy()
+                settled = backend.qpos.numpy().copy()
                 ok &= _settle(backend, cfg, rng, q, settled, radius, length, cfg.target_noise)
                 tried += n
                 take = np.flatnonzero(ok)[: cfg.rows_per_scale - kept]

@@ -86,7 +86,8 @@ class PenSpinGymEnv(gymnasium.Env):
         return _to_numpy(obs), {}
 
     def step(self, action):
-        actions = torch.as_tensor(np.asarray(action, dtype=np.float32)).reshape(1, -1)
+        actions = torch.as_tensor(np.asarray(action, dtype=np.float32),
+                                  device=self.env.device).reshape(1, -1)
         obs, reward, done, info = self.env.step(actions)
         truncated = bool(info["time_outs"][0])
         terminated = bool(done[0]) and not truncated
@@ -102,7 +103,7 @@ class PenSpinGymEnv(gymnasium.Env):
         if self._frames is None:
             gymnasium.logger.warn("render() needs render_mode='rgb_array' when the env is made")
             return None
-        return self._frames.frame(self.env.tactile[0].numpy())
+        return self._frames.frame(self.env.tactile[0].cpu().numpy())
 
     def close(self) -> None:
         if self._frames is not None:
@@ -113,7 +114,7 @@ class PenSpinGymEnv(gymnasium.Env):
 
 def _to_numpy(obs: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     """Fresh float32 arrays without the env axis (callers keep them; the env reuses tensors)."""
-    return {k: np.array(v[0].numpy(), dtype=np.float32, copy=True) for k, v in obs.items()}
+    return {k: np.array(v[0].cpu().numpy(), dtype=np.float32, copy=True) for k, v in obs.items()}
 
 
 if ENV_ID not in gymnasium.registry:

@@ -129,7 +129,7 @@ class FrameRenderer:
 
     def frame(self, text: str = "") -> np.ndarray:
         """An (H, W, 3) uint8 image of the env's current state."""
-        image = self.frames.frame(self.env.tactile[0].numpy())
+        image = self.frames.frame(self.env.tactile[0].cpu().numpy())
         return self._draw_text(image, text) if text else image
 
     def _draw_text(self, image: np.ndarray, text: str) -> np.ndarray:

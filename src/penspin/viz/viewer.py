@@ -49,10 +49,10 @@ def main(args) -> None:
                 obs, _, _, info = env.step(act(policy, obs))
                 stats.update(info)
                 with viewer.lock():
-                    mujoco.mj_setState(model, data, env.backend.state[0],
+                    mujoco.mj_setState(model, data, env.backend.host_state(0),
                                        mujoco.mjtState.mjSTATE_FULLPHYSICS)
                     mujoco.mj_forward(model, data)
-                    paint_taxels(model, env.layout.taxel_sites, env.tactile[0].numpy())
+                    paint_taxels(model, env.layout.taxel_sites, env.tactile[0].cpu().numpy())
                 viewer.sync()
                 # Real time: wait out the rest of the control step; never bank lost time.
                 deadline = max(deadline + env.dt, time.perf_counter())
