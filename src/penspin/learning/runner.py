@@ -275,7 +275,7 @@ class Runner:
 
     def _begin_rollout(self) -> None:
         self._env_time = 0.0
-        self._log_sums: dict[str, float] = {}
+        self._log_sums: dict[str, torch.Tensor] = {}
         self._rollout_steps = 0
 
     def _env_step(self, actions: torch.Tensor):
@@ -286,7 +286,7 @@ class Runner:
         self._rollout_steps += 1
         self.episodes.step(rewards, dones, info.get("episode"))
         for k, v in info.get("log", {}).items():
-            self._log_sums[k] = self._log_sums.get(k, 0.0) + float(v)
+            self._log_sums[k] = self._log_sums.get(k, 0.0) + v  # summed on the device
         return rewards, dones, info
 
     def _summary(self, scalars: dict, start: float, rollout_end: float, end: float) -> dict:
@@ -295,7 +295,7 @@ class Runner:
         scalars = {k: float(v) for k, v in scalars.items()}
         scalars.update({f"episode/{k}": v for k, v in self.episodes.means().items()})
         steps = max(self._rollout_steps, 1)
-        scalars.update({f"env/{k}": v / steps for k, v in self._log_sums.items()})
+        scalars.update({f"env/{k}": float(v) / steps for k, v in self._log_sums.items()})
         scalars.update({
             "time/env_step_s": self._env_time,
             "time/policy_s": rollout_end - start - self._env_time,

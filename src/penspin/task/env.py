@@ -115,7 +115,7 @@ class PenSpinEnv:
         self.ends_hist = z(n, 3, 6)
         self.ep_reward = z(n)
         self.ep_rotation = z(n)
-        self.diverged_total = 0
+        self.diverged_total = torch.zeros((), dtype=torch.long, device=self.device)
         self.obs_shapes = {"obs": (96,), "priv_info": (61 if cfg.obs.tactile else 29,),
                            "proprio_hist": (h, 32), "fingertip_pos": (12,), "obj_ends": (3, 6)}
         if cfg.obs.point_cloud:
@@ -175,12 +175,12 @@ class PenSpinEnv:
                 | diverged)
         time_out = self.progress >= cfg.episode_length
         done = fell | time_out
-        self.diverged_total += int(diverged.sum())
+        self.diverged_total += diverged.sum()
         reward = torch.where(diverged, torch.zeros_like(reward), reward)  # garbage state
         self.ep_reward += reward
         self.ep_rotation += rot_speed * self.dt
         info = {"time_outs": time_out & ~fell, "log": log}
-        info["log"]["diverged"] = float(diverged.float().mean())
+        info["log"]["diverged"] = diverged.float().mean()
 
         self._push_history(q, ends)
         done_ids = done.nonzero().flatten()
@@ -373,7 +373,7 @@ class PenSpinEnv:
         state = {k: getattr(self, k).cpu().clone() for k in self._STATE_TENSORS}
         state["physics"], state["sensors"] = self.backend.get_physics()
         state["rng"] = self.gen.get_state()
-        state["diverged_total"] = self.diverged_total
+        state["diverged_total"] = int(self.diverged_total)
         return state
 
     def set_state(self, state: dict) -> None:
@@ -381,7 +381,7 @@ class PenSpinEnv:
             setattr(self, k, state[k].to(self.device, copy=True))
         self.backend.set_physics(state["physics"], state["sensors"])
         self.gen.set_state(state["rng"])
-        self.diverged_total = int(state["diverged_total"])
+        self.diverged_total.fill_(int(state["diverged_total"]))
         self._apply_env_params(torch.arange(self.num_envs, device=self.device))
         self._obs = self._observe()
 

@@ -93,7 +93,7 @@ class PenSpinGymEnv(gymnasium.Env):
         terminated = bool(done[0]) and not truncated
         if done[0]:
             obs, self.env.final_obs = self.env.final_obs, None
-        out = {"log": dict(info["log"])}
+        out = {"log": {k: float(v) for k, v in info["log"].items()}}
         if "episode" in info:
             out["episode"] = {k: (bool(v[0]) if k == "fell" else float(v[0]))
                               for k, v in info["episode"].items()}

@@ -48,7 +48,8 @@ def compute_reward(t: RewardTerms, cfg: RewardConfig, axis: torch.Tensor,
     for scale, value in terms.values():
         if scale:
             reward = reward + scale * value
-    log = {f"reward/{k}": float(v.mean()) for k, (_, v) in terms.items()}
-    log["reward/total"] = float(reward.mean())
-    log["rotation_speed"] = float(spin.mean())
+    # 0-d tensors on the env's device: reading them would stall a GPU every step.
+    log = {f"reward/{k}": v.mean() for k, (_, v) in terms.items()}
+    log["reward/total"] = reward.mean()
+    log["rotation_speed"] = spin.mean()
     return reward, log
