@@ -27,6 +27,8 @@ def main() -> None:
     parser.add_argument("--labels", nargs="+")
     parser.add_argument("--tags", nargs="+", default=["episode/reward", "episode/length"])
     parser.add_argument("--window", type=float, default=0.2, help="M env steps for the last mean")
+    parser.add_argument("--until", type=float, default=float("inf"),
+                        help="M env steps: cut every run there, so budgets match")
     parser.add_argument("--smooth", type=int, default=1, help="moving-average points in the plot")
     parser.add_argument("--title", default="")
     parser.add_argument("--out", required=True)
@@ -40,16 +42,17 @@ def main() -> None:
         for ax, tag in zip(axes[0], args.tags, strict=True):
             if tag not in scalars:
                 raise SystemExit(f"{run}: no {tag} logged")
-            steps = [s / 1e6 for _, s, _ in scalars[tag]]
-            values = [v for _, _, v in scalars[tag]]
+            rows = [(s / 1e6, v) for _, s, v in scalars[tag] if s / 1e6 <= args.until]
+            steps, values = [s for s, _ in rows], [v for _, v in rows]
             k = max(1, args.smooth)
             shown = [sum(values[max(0, i - k + 1):i + 1]) / len(values[max(0, i - k + 1):i + 1])
                      for i in range(len(values))]
             ax.plot(steps, shown, marker="o" if len(steps) < 40 else None, label=label)
             tail = [v for s, v in zip(steps, values, strict=True) if s > steps[-1] - args.window]
-            print(f"{label:24s} {tag:24s} best {max(values):8.3f} "
-                  f"at {steps[values.index(max(values))]:.2f} M, last {values[-1]:8.3f} "
-                  f"at {steps[-1]:.2f} M, mean of last {args.window} M {sum(tail) / len(tail):8.3f}")
+            best = max(values)
+            print(f"{label:24s} {tag:24s} best {best:8.3f} at {steps[values.index(best)]:.2f} M,"
+                  f" last {values[-1]:8.3f} at {steps[-1]:.2f} M,"
+                  f" mean of last {args.window} M {sum(tail) / len(tail):8.3f}")
     for ax, tag in zip(axes[0], args.tags, strict=True):
         ax.set(xlabel="env steps (M)", ylabel=tag)
         ax.grid(alpha=0.3)
