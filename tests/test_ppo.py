@@ -361,3 +361,17 @@ def test_update_reports_how_far_the_action_mean_leaves_its_range(tmp_path):
     scalars = trainer.train()
     assert scalars["policy/mu_beyond_1"] == pytest.approx(0.25, abs=0.01)
     assert 1.9 < scalars["policy/mu_abs_max"] < 2.1
+
+
+@pytest.mark.parametrize("min_sigma", [0.0, 0.5])
+def test_min_sigma_floors_the_policy_std(tmp_path, min_sigma):
+    env = ToyEnv(num_envs=16)
+    cfg = _cfg(2, num_envs=16)
+    cfg.ppo.min_sigma = min_sigma
+    trainer = OracleTrainer(env, cfg, tmp_path / "run")  # starts at sigma 0.3, below 0.5
+    trainer.train()
+    sigma = trainer.model.logstd.exp()
+    if min_sigma:
+        assert sigma.min() >= min_sigma * (1 - 1e-6) and sigma.max() < min_sigma * 1.01
+    else:
+        assert sigma.max() < 0.5

@@ -39,6 +39,9 @@ class PPOConfig:
     critic_coef: float = 4.0
     entropy_coef: float = 0.0
     bounds_loss_coef: float = 0.0
+    # A floor under the policy's std (0: none). The shipped run's std fell smoothly as its
+    # episodes shortened (docs/oracle.md); a floor keeps exploration at a chosen level.
+    min_sigma: float = 0.0
     grad_norm: float = 1.0
     reward_scale: float = 0.01
     value_bootstrap: bool = True
@@ -48,6 +51,8 @@ class PPOConfig:
             raise ConfigError(
                 f"ppo.lr_schedule must be 'adaptive' or 'fixed', got {self.lr_schedule!r}"
             )
+        if self.min_sigma < 0:
+            raise ConfigError(f"ppo.min_sigma must be >= 0, got {self.min_sigma}")
         for name in ("horizon_length", "mini_epochs", "num_minibatches"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"ppo.{name} must be >= 1, got {getattr(self, name)}")
@@ -200,6 +205,9 @@ class PPO:
                     self.model.parameters(), cfg.grad_norm
                 )
                 self.optimizer.step()
+                if cfg.min_sigma > 0:
+                    with torch.no_grad():
+                        self.model.logstd.clamp_(min=math.log(cfg.min_sigma))
                 mu, sigma = res["mus"].detach(), res["sigmas"].detach()
                 mb_kl = distributed.all_reduce_mean(
                     policy_kl(mu, sigma, old_mu[idx], old_sigma[idx]))
