@@ -73,6 +73,25 @@ def test_pen_without_contact_falls_and_terminates():
     env.close()
 
 
+def test_fall_penalty_lands_on_the_falling_step_only():
+    rewards = []
+    for penalty in (0.0, -10.0):
+        env = make_env(2, randomization=QUIET, reward=RewardConfig(fall_penalty=penalty))
+        move_pen(env, 0, (0.3, 0.0, 0.62))
+        steps = []
+        for _ in range(10):
+            _, reward, done, _ = env.step(torch.zeros(2, 16))
+            steps.append((reward.clone(), done.clone()))
+            if done[0]:
+                break
+        env.close()
+        rewards.append(steps)
+    assert len(rewards[0]) == len(rewards[1]) < 10
+    for (r0, d0), (r1, d1) in zip(*rewards, strict=True):
+        assert torch.equal(d0, d1)
+        assert torch.allclose(r1 - r0, -10.0 * d0.float())
+
+
 def test_most_cache_states_survive_zero_action():
     n = 256
     env = PenSpinEnv(TaskConfig(num_envs=n, randomization=QUIET, seed=1))

@@ -34,6 +34,9 @@ class RewardConfig:
     z_dist_threshold: float = 0.03
     position_penalty: float = -0.1
     position_target: tuple[float, ...] = (0.0, -0.01, 0.625)
+    # Added to the reward of the step the pen falls. PenSpin has none (0); a negative value
+    # makes a fall cost more than the few seconds of reward a 0.99 discount still sees.
+    fall_penalty: float = 0.0
 
 
 @dataclass(frozen=True)

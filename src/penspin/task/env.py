@@ -176,6 +176,10 @@ class PenSpinEnv:
         time_out = self.progress >= cfg.episode_length
         done = fell | time_out
         self.diverged_total += diverged.sum()
+        log["reward/fall_penalty"] = fell.float().mean()
+        if cfg.reward.fall_penalty:
+            reward = reward + cfg.reward.fall_penalty * fell.float()
+            log["reward/total"] = reward.mean()
         reward = torch.where(diverged, torch.zeros_like(reward), reward)  # garbage state
         self.ep_reward += reward
         self.ep_rotation += rot_speed * self.dt
