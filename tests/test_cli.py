@@ -82,6 +82,9 @@ def test_train_resume_and_eval_commands(tmp_path, capsys, monkeypatch):
     metrics = json.loads(out.read_text())
     assert metrics["episodes"] == 3
     assert 0 < metrics["time_to_fall_s"]["mean"] <= 5 * 0.05 + 1e-6
+    assert sum(b["episodes"] for b in metrics["per_friction"].values()) == 3
+    fell = round(3 * (1 - metrics["survival_rate"]["mean"]))
+    assert sum(metrics["falls_per_2s"]) == fell
     assert "survival to 0.25 s" in capsys.readouterr().out  # the horizon: 5 steps of 0.05 s
 
     slim = tmp_path / "slim.pt"

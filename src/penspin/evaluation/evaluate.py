@@ -20,6 +20,7 @@ from penspin.task.config import TaskConfig
 from penspin.task.episodes import run_episodes
 
 LENGTH_BINS = (0.0, 0.12, 0.14, 1.0)  # m: short, medium, long pens
+FRICTION_BINS = (0.0, 0.9, 2.3, 10.0)  # slippery, medium, sticky: survival is U-shaped in it
 
 
 def mean_ci(values: np.ndarray) -> dict:
@@ -54,17 +55,26 @@ def summarise(ep: dict[str, np.ndarray], horizon_s: float) -> dict:
     }
 
 
+def _per_bin(ep: dict[str, np.ndarray], key: str, edges: tuple[float, ...], fmt: str,
+             horizon: float) -> dict:
+    out = {}
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        sel = (ep[key] >= lo) & (ep[key] < hi)
+        if sel.any():
+            out[f"{lo:{fmt}}-{hi:{fmt}}"] = summarise({k: v[sel] for k, v in ep.items()}, horizon)
+    return out
+
+
 def evaluate(policy_act, task: TaskConfig, episodes: int, progress: bool = True) -> dict:
     ep = run_episodes(policy_act, task, episodes, progress=progress)
     horizon = task.episode_length * task.control_dt
     metrics = summarise(ep, horizon)
-    per_length = {}
-    for lo, hi in zip(LENGTH_BINS[:-1], LENGTH_BINS[1:], strict=True):
-        sel = (ep["pen_length"] >= lo) & (ep["pen_length"] < hi)
-        if sel.any():
-            per_length[f"{lo:.2f}-{hi:.2f}m"] = summarise({k: v[sel] for k, v in ep.items()},
-                                                          horizon)
-    metrics["per_pen_length"] = per_length
+    metrics["per_pen_length"] = _per_bin(ep, "pen_length", LENGTH_BINS, ".2f", horizon)
+    metrics["per_friction"] = _per_bin(ep, "friction", FRICTION_BINS, ".1f", horizon)
+    # When the falls happen: most of an oracle's come in the first second (docs/oracle.md).
+    fall_s = (ep["length"] * ep["dt"])[ep["fell"]]
+    bins = np.arange(0.0, horizon + 2.0, 2.0)
+    metrics["falls_per_2s"] = np.histogram(fall_s, bins=bins)[0].tolist()
     return metrics
 
 
@@ -83,6 +93,11 @@ def format_table(metrics: dict) -> str:
                      f"{sub['survival_rate']['mean']:.2f}, rotation "
                      f"{sub['rotation_speed_rad_s']['mean']:.3f} rad/s, fall "
                      f"{sub['time_to_fall_s']['mean']:.1f} s")
+    for name, sub in metrics["per_friction"].items():
+        lines.append(f"  friction {name}: n={sub['episodes']}, survival "
+                     f"{sub['survival_rate']['mean']:.2f}, fall "
+                     f"{sub['time_to_fall_s']['mean']:.1f} s")
+    lines.append("falls per 2 s of the episode: " + " ".join(map(str, metrics["falls_per_2s"])))
     return "\n".join(lines)
 
 

@@ -19,7 +19,8 @@ from penspin.task.env import PenSpinEnv
 def run_episodes(policy_act, task: TaskConfig, episodes: int, chunk: int = 256,
                  progress: bool = True) -> dict[str, np.ndarray]:
     """One full episode per env, in chunks of ``chunk`` envs; returns per-episode arrays."""
-    out: dict[str, list] = {k: [] for k in ("length", "fell", "rotation", "tilt", "pen_length")}
+    out: dict[str, list] = {k: [] for k in ("length", "fell", "rotation", "tilt", "pen_length",
+                                        "friction")}
     done_eps = 0
     bar = tqdm(total=episodes, desc="eval", unit="ep", disable=not progress)
     while done_eps < episodes:
@@ -27,6 +28,7 @@ def run_episodes(policy_act, task: TaskConfig, episodes: int, chunk: int = 256,
         env = PenSpinEnv(dataclasses.replace(task, num_envs=n, seed=task.seed + done_eps))
         obs = env.reset()
         pen_length = env.pen_length.clone()
+        friction = env.pen_friction.clone()
         active = torch.ones(n, dtype=torch.bool)
         length = torch.zeros(n)
         rotation = torch.zeros(n)
@@ -54,6 +56,7 @@ def run_episodes(policy_act, task: TaskConfig, episodes: int, chunk: int = 256,
         out["rotation"].append(rotation.numpy())
         out["tilt"].append((tilt_sum / length.clamp_min(1)).numpy())
         out["pen_length"].append(pen_length.numpy())
+        out["friction"].append(friction.numpy())
         done_eps += n
         bar.update(n)
     bar.close()
