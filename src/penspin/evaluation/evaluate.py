@@ -56,12 +56,12 @@ def summarise(ep: dict[str, np.ndarray], horizon_s: float) -> dict:
 
 
 def _per_bin(ep: dict[str, np.ndarray], key: str, edges: tuple[float, ...], fmt: str,
-             horizon: float) -> dict:
+             unit: str, horizon: float) -> dict:
     out = {}
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         sel = (ep[key] >= lo) & (ep[key] < hi)
         if sel.any():
-            out[f"{lo:{fmt}}-{hi:{fmt}}"] = summarise({k: v[sel] for k, v in ep.items()}, horizon)
+            out[f"{lo:{fmt}}-{hi:{fmt}}{unit}"] = summarise({k: v[sel] for k, v in ep.items()}, horizon)
     return out
 
 
@@ -69,8 +69,8 @@ def evaluate(policy_act, task: TaskConfig, episodes: int, progress: bool = True)
     ep = run_episodes(policy_act, task, episodes, progress=progress)
     horizon = task.episode_length * task.control_dt
     metrics = summarise(ep, horizon)
-    metrics["per_pen_length"] = _per_bin(ep, "pen_length", LENGTH_BINS, ".2f", horizon)
-    metrics["per_friction"] = _per_bin(ep, "friction", FRICTION_BINS, ".1f", horizon)
+    metrics["per_pen_length"] = _per_bin(ep, "pen_length", LENGTH_BINS, ".2f", "m", horizon)
+    metrics["per_friction"] = _per_bin(ep, "friction", FRICTION_BINS, ".1f", "", horizon)
     # When the falls happen: most of an oracle's come in the first second (docs/oracle.md).
     fall_s = (ep["length"] * ep["dt"])[ep["fell"]]
     bins = np.arange(0.0, horizon + 2.0, 2.0)
