@@ -61,7 +61,8 @@ def _per_bin(ep: dict[str, np.ndarray], key: str, edges: tuple[float, ...], fmt:
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         sel = (ep[key] >= lo) & (ep[key] < hi)
         if sel.any():
-            out[f"{lo:{fmt}}-{hi:{fmt}}{unit}"] = summarise({k: v[sel] for k, v in ep.items()}, horizon)
+            sub = {k: v[sel] for k, v in ep.items()}
+            out[f"{lo:{fmt}}-{hi:{fmt}}{unit}"] = summarise(sub, horizon)
     return out
 
 
