@@ -233,6 +233,20 @@ def test_same_seed_same_trajectory():
     assert not torch.equal(a, c)
 
 
+def test_state_from_another_device_kind_reseeds_with_a_warning():
+    env = make_env(2)
+    env.step(torch.zeros(2, 16))
+    state = env.get_state()
+    assert state["rng_device"] == "cpu"
+    state["rng_device"] = "cuda"  # a CUDA generator's state: 16 bytes, unreadable on a CPU
+    state["rng"] = torch.zeros(16, dtype=torch.uint8)
+    with pytest.warns(UserWarning, match="reseeding"):
+        env.set_state(state)
+    assert torch.equal(env.get_state()["physics"], state["physics"])
+    env.step(torch.zeros(2, 16))
+    env.close()
+
+
 def test_no_stale_observation_after_reset():
     env = make_env(2, randomization=QUIET)
     move_pen(env, 0, (0.3, 0.0, 0.62))

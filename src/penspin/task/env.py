@@ -9,6 +9,8 @@ backend's torch device, and it reads and writes the backend's arrays as torch vi
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -377,6 +379,7 @@ class PenSpinEnv:
         state = {k: getattr(self, k).cpu().clone() for k in self._STATE_TENSORS}
         state["physics"], state["sensors"] = self.backend.get_physics()
         state["rng"] = self.gen.get_state()
+        state["rng_device"] = self.device.type
         state["diverged_total"] = int(self.diverged_total)
         return state
 
@@ -384,7 +387,15 @@ class PenSpinEnv:
         for k in self._STATE_TENSORS:
             setattr(self, k, state[k].to(self.device, copy=True))
         self.backend.set_physics(state["physics"], state["sensors"])
-        self.gen.set_state(state["rng"])
+        saved_on = state.get("rng_device", "cpu")  # states from before the key: CPU envs
+        if saved_on == self.device.type:
+            self.gen.set_state(state["rng"])
+        else:
+            # CPU and CUDA generators keep different kinds of state: one cannot load the other's.
+            warnings.warn(f"the env's random generator was saved on {saved_on} and this env runs "
+                          f"on {self.device.type}: reseeding it; physics and buffers resume "
+                          "exactly, the random draws from here on differ", stacklevel=2)
+            self.gen.manual_seed(self.cfg.seed + int(state["progress"].sum()))
         self.diverged_total.fill_(int(state["diverged_total"]))
         self._apply_env_params(torch.arange(self.num_envs, device=self.device))
         self._obs = self._observe()
