@@ -208,6 +208,21 @@ def test_randomised_quantities_in_range_and_per_env():
     env.close()
 
 
+def test_arcsine_friction_weights_both_ends_of_the_range():
+    fractions = {}
+    for dist in ("uniform", "arcsine"):
+        env = make_env(2, randomization=RandomizationConfig(friction_dist=dist))
+        f = env._friction(100_000)
+        env.close()
+        assert f.min() >= 0.3 and f.max() <= 3.0
+        ends = (f < 0.3 + 0.27) | (f > 3.0 - 0.27)  # the outer tenth at each end
+        fractions[dist] = ends.float().mean().item()
+    assert fractions["uniform"] == pytest.approx(0.2, abs=0.01)
+    assert fractions["arcsine"] == pytest.approx(0.41, abs=0.01)  # 2 x (2/pi) asin(sqrt(0.1))
+    with pytest.raises(ConfigError, match="friction_dist"):
+        TaskConfig(randomization=RandomizationConfig(friction_dist="beta")).check()
+
+
 def test_capsule_inertia_matches_mujoco():
     model = mujoco.MjModel.from_xml_string(
         '<mujoco><worldbody><body><freejoint/><geom type="capsule" size="0.01 0.05" '

@@ -54,6 +54,9 @@ class RandomizationConfig:
     mass: tuple[float, ...] = (0.01, 0.02)
     com: float = 0.001
     friction: tuple[float, ...] = (0.3, 3.0)
+    # uniform (PenSpin) or arcsine: the same range with twice the density near both ends, where
+    # the oracle drops most pens (docs/oracle.md); a training choice, evaluation stays uniform.
+    friction_dist: str = "uniform"
     restitution: tuple[float, ...] = (0.0, 1.0)
     kp: tuple[float, ...] = (2.5, 3.5)
     kd: tuple[float, ...] = (0.09, 0.11)
@@ -108,6 +111,9 @@ class TaskConfig:
             lo_hi = getattr(self.randomization, name)
             if lo_hi and (len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]):
                 raise ConfigError(f"randomization.{name} must be () or (low, high), got {lo_hi}")
+        if self.randomization.friction_dist not in ("uniform", "arcsine"):
+            raise ConfigError("randomization.friction_dist must be uniform or arcsine, got "
+                              f"{self.randomization.friction_dist!r}")
         for name in ("mass", "friction", "restitution", "kp", "kd"):
             lo_hi = getattr(self.randomization, name)
             if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:

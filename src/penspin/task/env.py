@@ -222,7 +222,7 @@ class PenSpinEnv:
         self.pen_scale[ids] = self.cache["radius"][rows] / grasps.BASE_RADIUS
         self.pen_mass[ids] = _uniform(self.gen, *rc.mass, k)
         self.pen_com[ids] = _uniform(self.gen, -rc.com, rc.com, k, 3)
-        self.pen_friction[ids] = _uniform(self.gen, *rc.friction, k)
+        self.pen_friction[ids] = self._friction(k)
         self.pen_restitution[ids] = _uniform(self.gen, *rc.restitution, k)
         self.kp[ids] = _uniform(self.gen, *rc.kp, k, 16)
         self.kd[ids] = _uniform(self.gen, *rc.kd, k, 16)
@@ -247,6 +247,13 @@ class PenSpinEnv:
         self.proprio_hist[ids] = torch.cat([q_noisy, target], 1)[:, None]
         self.tactile_hist[ids] = self.tactile[ids][:, None]
         self.ends_hist[ids] = self._noisy_ends(self._pen_ends()[ids])[:, None]
+
+    def _friction(self, k: int) -> torch.Tensor:
+        lo, hi = self.cfg.randomization.friction
+        u = _uniform(self.gen, 0.0, 1.0, k)
+        if self.cfg.randomization.friction_dist == "arcsine":
+            u = torch.sin(0.5 * torch.pi * u) ** 2
+        return lo + (hi - lo) * u
 
     def _apply_env_params(self, ids: torch.Tensor) -> None:
         damp = 1.0 - 0.7 * self.pen_restitution[ids]  # MuJoCo analogue of restitution
