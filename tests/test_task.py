@@ -223,6 +223,23 @@ def test_arcsine_friction_weights_both_ends_of_the_range():
         TaskConfig(randomization=RandomizationConfig(friction_dist="beta")).check()
 
 
+def test_a_policy_trained_on_skewed_friction_is_evaluated_and_distilled_on_uniform(tmp_path):
+    from penspin.config import to_dict
+    from penspin.learning.checkpoint import save_checkpoint
+    from penspin.learning.networks import OracleActorCritic
+    from penspin.learning.policy import load_policy
+    from penspin.learning.run_student import default_config
+
+    trained = TaskConfig(seed=5, randomization=RandomizationConfig(friction_dist="arcsine"))
+    model = OracleActorCritic(actor_units=(8,), priv_units=(8, 4), point_units=(4,))
+    payload = {"kind": "oracle", "model": model.state_dict(), "model_args": model.model_args,
+               "config": {"env": to_dict(trained)}}
+    save_checkpoint(tmp_path / "oracle.pt", payload)
+    for task in (load_policy(tmp_path / "oracle.pt").task, default_config(payload).env):
+        assert task.randomization.friction_dist == "uniform"
+        assert task.seed == 5  # everything else is the checkpoint's
+
+
 def test_capsule_inertia_matches_mujoco():
     model = mujoco.MjModel.from_xml_string(
         '<mujoco><worldbody><body><freejoint/><geom type="capsule" size="0.01 0.05" '

@@ -12,7 +12,7 @@ from penspin.config import from_dict
 from penspin.learning.checkpoint import CheckpointError, load_checkpoint, load_state_checked
 from penspin.learning.networks import OracleActorCritic
 from penspin.learning.student import StudentActorCritic
-from penspin.task.config import TaskConfig
+from penspin.task.config import TaskConfig, as_evaluated
 
 
 @dataclass
@@ -30,7 +30,7 @@ def load_policy(path: str | Path, device: str = "cpu") -> Policy:
     payload = load_checkpoint(path)
     kind = payload["kind"]
     env_cfg = payload.get("config", {}).get("env")
-    task = from_dict(TaskConfig, env_cfg) if env_cfg is not None else TaskConfig()
+    task = as_evaluated(from_dict(TaskConfig, env_cfg)) if env_cfg is not None else TaskConfig()
     classes = {"oracle": OracleActorCritic, "student": StudentActorCritic}
     if kind not in classes:
         raise CheckpointError(f"{path}: don't know how to run a {kind!r} checkpoint as a policy")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from penspin.config import ConfigError
 
@@ -118,3 +118,10 @@ class TaskConfig:
             lo_hi = getattr(self.randomization, name)
             if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
                 raise ConfigError(f"randomization.{name} must be (low, high), got {lo_hi}")
+
+
+def as_evaluated(task: TaskConfig) -> TaskConfig:
+    """``task`` with training-only skews of the randomisation (``friction_dist``) reset to
+    PenSpin's, so a policy trained with one is evaluated, replayed and distilled on the
+    standard distribution unless asked otherwise."""
+    return replace(task, randomization=replace(task.randomization, friction_dist="uniform"))
