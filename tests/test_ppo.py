@@ -375,3 +375,18 @@ def test_min_sigma_floors_the_policy_std(tmp_path, min_sigma):
         assert sigma.min() >= min_sigma * (1 - 1e-6) and sigma.max() < min_sigma * 1.01
     else:
         assert sigma.max() < 0.5
+
+
+def test_resume_keeps_an_adapted_rate_but_takes_a_new_fixed_one(tmp_path):
+    env = ToyEnv(num_envs=16)
+    trainer = OracleTrainer(env, _cfg(2, num_envs=16), tmp_path / "run")
+    trainer.train()
+    state = trainer.ppo.state_dict()
+    state["lr"] = 3e-3
+    for schedule, expected in (("adaptive", 3e-3), ("fixed", 1e-5)):
+        cfg = _cfg(2, num_envs=16)
+        cfg.ppo.lr_schedule, cfg.ppo.learning_rate, cfg.ppo.min_lr = schedule, 1e-5, 1e-6
+        resumed = OracleTrainer(ToyEnv(num_envs=16), cfg, tmp_path / schedule)
+        resumed.ppo.load_state_dict(state)
+        assert resumed.ppo.lr == expected
+        assert all(g["lr"] == expected for g in resumed.ppo.optimizer.param_groups)

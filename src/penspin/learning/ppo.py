@@ -267,6 +267,8 @@ class PPO:
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
-        self.lr = float(state["lr"])
+        # An adapted rate is state; a fixed one is configuration, so a resume can change it.
+        adaptive = self.cfg.lr_schedule == "adaptive"
+        self.lr = float(state["lr"]) if adaptive else self.cfg.learning_rate
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
