@@ -26,11 +26,17 @@ class Policy:
     model: torch.nn.Module
 
 
+def evaluated_task(payload: dict) -> TaskConfig:
+    """The task a checkpoint was trained on, as evaluated (``as_evaluated``); the default task
+    for checkpoints without a config."""
+    env_cfg = payload.get("config", {}).get("env")
+    return as_evaluated(from_dict(TaskConfig, env_cfg)) if env_cfg is not None else TaskConfig()
+
+
 def load_policy(path: str | Path, device: str = "cpu") -> Policy:
     payload = load_checkpoint(path)
     kind = payload["kind"]
-    env_cfg = payload.get("config", {}).get("env")
-    task = as_evaluated(from_dict(TaskConfig, env_cfg)) if env_cfg is not None else TaskConfig()
+    task = evaluated_task(payload)
     classes = {"oracle": OracleActorCritic, "student": StudentActorCritic}
     if kind not in classes:
         raise CheckpointError(f"{path}: don't know how to run a {kind!r} checkpoint as a policy")

@@ -21,7 +21,8 @@ from penspin.learning.distill import (
 )
 from penspin.learning.networks import OracleActorCritic
 from penspin.learning.oracle_trainer import CHECKPOINT_KIND as ORACLE_KIND
-from penspin.task.config import TaskConfig, as_evaluated
+from penspin.learning.policy import evaluated_task
+from penspin.task.config import TaskConfig
 
 # PenSpin's student run doubles the joint-observation noise of the oracle run (0.01/0.005 rad):
 # the student leans on the joint history the oracle never needed, so it must learn to distrust
@@ -53,9 +54,7 @@ def student_env(oracle_env: TaskConfig) -> TaskConfig:
 
 def default_config(oracle_payload: dict) -> StudentRunConfig:
     """Defaults for a new run: the oracle checkpoint's env (or the default task) + student noise."""
-    env = oracle_payload.get("config", {}).get("env")
-    oracle_env = as_evaluated(from_dict(TaskConfig, env)) if env is not None else TaskConfig()
-    return StudentRunConfig(env=student_env(oracle_env))
+    return StudentRunConfig(env=student_env(evaluated_task(oracle_payload)))
 
 
 def build(cfg: StudentRunConfig, run_dir: str | Path, oracle: OracleActorCritic,
