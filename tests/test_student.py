@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -289,6 +290,28 @@ def test_best_checkpoint_is_chosen_by_closed_loop_time_to_fall(oracle_ckpt, tmp_
     main(["train-student", "--oracle", str(oracle_ckpt), "--run-dir", str(short), *TINY,
           "train.max_env_steps=16", "train.eval_every=10"])
     assert load_checkpoint(short / "best.pt")["best_eval"] == -math.inf
+
+
+def test_closed_loop_selection_draws_episodes_as_evaluated(oracle_ckpt, tmp_path, monkeypatch):
+    """A run that trains on arcsine friction is still selected on PenSpin's uniform one."""
+    from penspin.learning import distill
+    from penspin.learning.run_student import build
+
+    cfg = default_config(load_checkpoint(oracle_ckpt))
+    cfg = apply_overrides(cfg, [*TINY, "env.randomization.friction_dist=arcsine"])
+    trainer = build(cfg, tmp_path / "run", load_policy(oracle_ckpt).model)
+    assert trainer.env.cfg.randomization.friction_dist == "arcsine"
+    seen, real = [], distill.run_episodes
+
+    def short_run_episodes(act, task, episodes, progress):
+        seen.append(task)
+        return real(act, dataclasses.replace(task, episode_length=2), 2, progress=progress)
+
+    monkeypatch.setattr(distill, "run_episodes", short_run_episodes)
+    trainer.closed_loop()
+    trainer.env.close()
+    assert seen[0].randomization.friction_dist == "uniform"
+    assert seen[0].seed == trainer.cfg.eval_seed
 
 
 def test_weight_average_is_the_saved_policy_and_resumes_exactly(oracle_ckpt, tmp_path):

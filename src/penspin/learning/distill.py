@@ -36,6 +36,7 @@ from penspin.learning.student import (
     StudentNetworkConfig,
     with_defaults,
 )
+from penspin.task.config import as_evaluated
 from penspin.task.episodes import run_episodes
 
 CHECKPOINT_KIND = "student"
@@ -207,8 +208,11 @@ class StudentTrainer(Runner):
         return True
 
     def closed_loop(self) -> dict[str, float]:
-        """The student drives the held-out episodes; their means, for logs and selection."""
-        task = dataclasses.replace(self.env.cfg, seed=self.cfg.eval_seed)
+        """The student drives the held-out episodes; their means, for logs and selection.
+
+        They are drawn as evaluated (``as_evaluated``): a run that trains on a skewed friction
+        distribution is still selected on PenSpin's uniform one."""
+        task = dataclasses.replace(as_evaluated(self.env.cfg), seed=self.cfg.eval_seed)
         with torch.random.fork_rng():
             ep = run_episodes(self.policy().act_inference, task, self.cfg.eval_episodes,
                               progress=False)
