@@ -16,7 +16,7 @@ from penspin.finetune.windows import build_windows, split
 from penspin.learning.checkpoint import load_checkpoint
 from penspin.learning.export import export_student
 from penspin.learning.policy import load_policy
-from penspin.replay.dataset import Demo
+from penspin.replay.dataset import TOUCH_KEY, Demo
 from penspin.sim.allegro import JOINT_LOWER, JOINT_UPPER
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +26,8 @@ H = 30
 MID = ((JOINT_LOWER + JOINT_UPPER) / 2).astype(np.float32)
 
 
-def _stepped_demo(length: int, seed: int, name: str = "d", ends: bool = False) -> Demo:
+def _stepped_demo(length: int, seed: int, name: str = "d", ends: bool = False,
+                  touch: bool = False) -> Demo:
     """Targets moving by integer multiples in [-2, 2] of SCALE; q lags one step behind."""
     rng = np.random.default_rng(seed)
     mult = rng.integers(-2, 3, (length, 16)).astype(np.float64)
@@ -36,6 +37,8 @@ def _stepped_demo(length: int, seed: int, name: str = "d", ends: bool = False) -
     extras = {}
     if ends:
         extras["obj_ends"] = rng.uniform(-0.1, 0.1, (length, 2, 3)).astype(np.float32)
+    if touch:
+        extras[TOUCH_KEY] = (rng.random((length, 32)) < 0.3).astype(np.float32)
     return Demo(name, qpos.astype(np.float32), target.astype(np.float32),
                 (target - qpos).astype(np.float32), np.zeros((length, 12), np.float32), extras)
 
@@ -110,14 +113,14 @@ def test_short_demos_are_skipped_and_all_short_is_an_error():
     inputs, _ = w.batch(torch.arange(len(w)))
     np.testing.assert_array_equal(inputs["proprio_hist"][1].numpy(),
                                   np.stack([_entry(demos[2], s) for s in range(1, 31)]))
-    assert w.ends is None  # not every demo has obj_ends
+    assert w.ends is None and w.touch is None  # no demo has obj_ends or touch
     with pytest.raises(ConfigError, match="longer than 31"):
         build_windows([_stepped_demo(30, 0), _stepped_demo(5, 1)], SCALE, H, pad_start=False)
 
 
 # Padded windows (the default): one ending at every step t >= 1.
 def test_padded_windows_end_at_every_step_and_repeat_the_first_entry():
-    demo = _stepped_demo(45, seed=3, ends=True)
+    demo = _stepped_demo(45, seed=3, ends=True, touch=True)
     w = build_windows([demo], SCALE, H)
     assert len(w) == 45 - 1
     inputs, labels = w.batch(torch.arange(len(w)))
@@ -140,6 +143,9 @@ def test_padded_windows_end_at_every_step_and_repeat_the_first_entry():
                                       np.stack([_entry(demo, s) for s in steps]))
         np.testing.assert_array_equal(inputs["obs"][i].numpy(),
                                       inputs["proprio_hist"][i, -3:].reshape(-1).numpy())
+        # Touch is read with q_t, so its history rows are the proprio rows' steps.
+        np.testing.assert_array_equal(inputs["tactile_hist"][i].numpy(),
+                                      demo.extras[TOUCH_KEY][steps])
         # Pen ends are padded the same way: rows before step 1 repeat step 1's.
         np.testing.assert_array_equal(inputs["obj_ends"][i].numpy(),
                                       ends[[max(1, s) for s in range(t - 2, t + 1)]])
@@ -152,7 +158,7 @@ def test_padded_windows_end_at_every_step_and_repeat_the_first_entry():
     # From step 30 on the padded windows are exactly the full ones.
     full = build_windows([demo], SCALE, H, pad_start=False)
     full_inputs, full_labels = full.batch(torch.arange(len(full)))
-    for key in ("proprio_hist", "obs", "obj_ends"):
+    for key in ("proprio_hist", "obs", "obj_ends", "tactile_hist"):
         torch.testing.assert_close(inputs[key][H - 1:], full_inputs[key], rtol=0, atol=0)
     torch.testing.assert_close(labels[H - 1:], full_labels, rtol=0, atol=0)
 
@@ -286,15 +292,22 @@ def test_renormalize_refits_a_pretrained_students_normalisers(tmp_path):
     np.testing.assert_array_equal(inputs["proprio_hist"][0, -1].numpy(), _entry(demos[0], 30))
 
 
-def test_touch_students_are_refused(tmp_path):
-    from penspin.learning.student import StudentActorCritic, StudentNetworkConfig
-
-    model = StudentActorCritic.from_obs_shapes(
-        {"obs": (96,), "proprio_hist": (30, 32), "tactile_hist": (30, 32), "obj_ends": (3, 6)},
-        16, "proprio-tactile", StudentNetworkConfig())
-    _, task, _ = load_start("", _cfg())
-    with pytest.raises(ConfigError, match="touch"):
-        Finetuner(model, task, _cfg(), [_smooth_demo(40, 0)], tmp_path, "")
+def test_touch_students_need_demos_with_touch_and_train_on_it(tmp_path):
+    cfg = _cfg(epochs=3, val_ratio=0.0, input_mode="proprio-tactile")
+    model, task, _ = load_start("", cfg)
+    assert model.use_tactile
+    with pytest.raises(ConfigError, match="no touch"):
+        Finetuner(model, task, cfg, [_smooth_demo(40, 0)], tmp_path, "")
+    demos = [_smooth_demo(40, k) for k in range(2)]
+    for d in demos:  # touch that says which way the targets move: a learnable signal
+        step = np.diff(d.target, axis=0, prepend=d.target[:1])
+        d.extras[TOUCH_KEY] = np.concatenate([step > 0, step < 0], 1).astype(np.float32)
+    tuner = Finetuner(model, task, cfg, demos, tmp_path, "")
+    inputs, _ = tuner.windows.batch(tuner.train_idx)
+    assert inputs["tactile_hist"].shape == (len(tuner.train_idx), 30, 32)
+    history = tuner.train()
+    assert history["train"][-1] < history["train"][0], history["train"]
+    assert load_policy(tmp_path / "last.pt").model.use_tactile
 
 
 def test_simulated_oracle_samples_are_mixed_into_training_batches(tmp_path, monkeypatch):

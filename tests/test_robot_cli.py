@@ -111,6 +111,11 @@ def test_replay_keeps_successes_in_real_data(exported, replayed):
     np.testing.assert_allclose(demo.action, demo.target - demo.qpos, atol=1e-6)
     assert np.abs(demo.qpos[0] - traj.start_q[0]).max() < 0.2  # read from the hand, not copied
     assert not np.array_equal(demo.qpos, demo.target)
+    # The proxy has touch sensors: their binary readings are kept with the demo, and a hand
+    # holding a pen touches it.
+    touch = demo.extras[dataset.TOUCH_KEY]
+    assert touch.shape == (STEPS, 32) and set(np.unique(touch)) <= {0.0, 1.0}
+    assert touch.sum(1).min() >= 1
 
 
 VIDEO_SCRIPT = """

@@ -65,7 +65,8 @@ def load_start(path: str, cfg: FinetuneConfig) -> tuple[StudentActorCritic, Task
     """The student to start from and its task config; a fresh one without a path."""
     if not path:
         model = StudentActorCritic.from_obs_shapes(
-            {"obs": (96,), "proprio_hist": (30, 32), "obj_ends": (3, 6)}, 16, cfg.input_mode,
+            {"obs": (96,), "proprio_hist": (30, 32), "tactile_hist": (30, 32),
+             "obj_ends": (3, 6)}, 16, cfg.input_mode,
             StudentNetworkConfig())
         return model, student_env(TaskConfig()), {}
     payload = load_checkpoint(path, expected_kind="student")
@@ -80,15 +81,15 @@ class Finetuner:
                  demos, run_dir: Path, source: str):
         cfg.check()
         seed_everything(cfg.seed)
-        if model.use_tactile:
-            raise ConfigError("replay files carry no touch: finetune a proprio or proprio-ends "
-                              "student")
         self.model, self.task, self.cfg = model, task, cfg
         self.windows = build_windows(demos, task.action_scale,
                                      model.input_shapes["proprio_hist"][0], cfg.pad_start)
         if model.use_ends and self.windows.ends is None:
             raise ConfigError("this student reads pen ends, but the demos have no obj_ends "
                               "(replay with replay.camera=true and use real_data_full.h5)")
+        if model.use_tactile and self.windows.touch is None:
+            raise ConfigError("this student reads touch, but the demos have no touch (replay on "
+                              "a hand with touch sensors, such as the proxy)")
         self.train_idx, self.val_idx = split(self.windows, cfg.val_ratio, cfg.seed)
         self.fresh = not source
         if self.fresh or cfg.renormalize:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from penspin.config import ConfigError
-from penspin.replay.dataset import Demo
+from penspin.replay.dataset import TOUCH_KEY, Demo
 
 
 @dataclass
@@ -27,6 +27,7 @@ class Windows:
 
     entries: torch.Tensor  # [E, 32] every demo's entries, concatenated
     ends: torch.Tensor | None  # [E, 6] pen ends (palm frame) per entry, when the demos have them
+    touch: torch.Tensor | None  # [E, 32] binary taxels per entry, when the demos have them
     last: torch.Tensor  # [N] index into entries of each window's last step
     first: torch.Tensor  # [N] index of the window's demo's first entry (older slots repeat it)
     labels: torch.Tensor  # [N, 16]
@@ -41,6 +42,8 @@ class Windows:
         rows = torch.maximum(last + torch.arange(1 - self.history_len, 1), first)
         hist = self.entries[rows]
         inputs = {"proprio_hist": hist, "obs": hist[:, -3:].flatten(1)}
+        if self.touch is not None:
+            inputs["tactile_hist"] = self.touch[rows]
         if self.ends is not None:
             inputs["obj_ends"] = self.ends[torch.maximum(last + torch.arange(-2, 1), first)]
         return inputs, self.labels[idx]
@@ -50,9 +53,10 @@ def build_windows(demos: list[Demo], action_scale: float, history_len: int = 30,
                   pad_start: bool = True) -> Windows:
     """Windows ending at every step from 1 (``pad_start``) or from ``history_len`` (full
     windows only, the original's choice)."""
-    entries, ends, last, first, labels, owner = [], [], [], [], [], []
+    entries, ends, touch, last, first, labels, owner = [], [], [], [], [], [], []
     offset = 0
     with_ends = all("obj_ends" in d.extras for d in demos)
+    with_touch = all(TOUCH_KEY in d.extras for d in demos)
     t0 = 1 if pad_start else history_len  # the first step a window may end at
     for k, d in enumerate(demos):
         if d.length < t0 + 1:
@@ -62,6 +66,8 @@ def build_windows(demos: list[Demo], action_scale: float, history_len: int = 30,
         entries.append(torch.cat([q[1:], target[:-1]], 1))  # entries of steps 1..T-1
         if with_ends:
             ends.append(torch.from_numpy(d.extras["obj_ends"]).float().reshape(d.length, 6)[1:])
+        if with_touch:
+            touch.append(torch.from_numpy(d.extras[TOUCH_KEY]).float()[1:])
         count = d.length - t0
         last.append(offset + torch.arange(t0 - 1, t0 - 1 + count))
         first.append(torch.full((count,), offset))
@@ -70,7 +76,8 @@ def build_windows(demos: list[Demo], action_scale: float, history_len: int = 30,
         offset += d.length - 1
     if not last:
         raise ConfigError(f"no demonstration is longer than {t0 + 1} steps: nothing to finetune on")
-    return Windows(torch.cat(entries), torch.cat(ends) if with_ends else None, torch.cat(last),
+    return Windows(torch.cat(entries), torch.cat(ends) if with_ends else None,
+                   torch.cat(touch) if with_touch else None, torch.cat(last),
                    torch.cat(first), torch.cat(labels), torch.cat(owner), history_len)
 
 

@@ -38,6 +38,9 @@ TARGET_KEY = "current_target_qpos"
 _OLD_TARGET_KEY = "current_target"
 _JOINT_KEYS = {"qpos", TARGET_KEY, "action"}
 _TIPS_KEY = "finger_tip_pose"
+# Binary taxels [T, 32] read with each qpos, in the task's taxel order (sim/scene.py) whatever the
+# file's joint order: penspin's addition, so that students that read touch can be finetuned.
+TOUCH_KEY = "touch"
 # Trailing shape (None: any size) and dtype of every known dataset; ``None`` dtype keeps the file's.
 _SPECS: dict[str, tuple[tuple, type]] = {
     "qpos": ((NUM_JOINTS,), np.float32),
@@ -49,6 +52,7 @@ _SPECS: dict[str, tuple[tuple, type]] = {
     "depth": ((None, None), np.float32),
     "pc": ((None, 3), np.float32),
     "obj_ends": ((2, 3), np.float32),
+    TOUCH_KEY: ((32,), np.float32),
 }
 _COMPRESSED = {"rgb_ori", "rgb_c2d", "depth", "pc"}
 _GZIP = {"compression": "gzip", "compression_opts": 4}

@@ -3,7 +3,8 @@
 Each trial starts from its trajectory's start state (the proxy places the pen with a person's
 error; a real hand asks the person to place it), plays the absolute targets at the robot's
 control rate, and is judged (proxy: from the pen pose; real hand: the person says). Successes are
-appended to ``real_data.h5`` in the original's layout (with cameras, ``real_data_full.h5`` too),
+appended to ``real_data.h5`` in the original's layout, plus ``touch`` where the hand has touch
+sensors (with cameras, ``real_data_full.h5`` too),
 one atomic append each, so a replay killed at any moment leaves every earlier demo readable.
 A check video per trial and ``replay_log.json`` (verdicts, rotation, loop timing) sit beside;
 a later replay into the same folder writes ``replay_log_1.json``, ... and numbers its trials on.
@@ -74,13 +75,21 @@ class CheckVideos:
             imageio.mimwrite(folder / f"{name}.mp4", list(frames), fps=self.fps, macro_block_size=1)
 
 
-def _camera_logger(tracker: EndsTracker):
+def _recorder(robot, tracker: EndsTracker | None):
+    """Per-step sensors kept with a demo: touch where the hand has it (students that read touch
+    are finetuned on it), camera data where one is recorded; None when there is neither."""
+    if not robot.has_touch and tracker is None:
+        return None
+
     def record(robot) -> dict:
-        ends = tracker(robot)
-        frame = tracker.frame
-        return {"rgb_ori": frame.rgb, "rgb_c2d": frame.rgb, "depth": frame.depth.astype(np.float32),
-                "pc": tracker.points.astype(np.float32),
-                "obj_ends": ends.reshape(-1, 2, 3).astype(np.float32)}
+        out = {dataset.TOUCH_KEY: robot.touch()} if robot.has_touch else {}
+        if tracker is not None:
+            ends = tracker(robot)
+            frame = tracker.frame
+            out.update(rgb_ori=frame.rgb, rgb_c2d=frame.rgb, depth=frame.depth.astype(np.float32),
+                       pc=tracker.points.astype(np.float32),
+                       obj_ends=ends.reshape(-1, 2, 3).astype(np.float32))
+        return out
     return record
 
 
@@ -119,8 +128,7 @@ def replay(traj: Trajectories, kind: str, cfg: ReplayConfig, out_dir: str | Path
             videos = (CheckVideos(robot, rs.video_fps, tracker)
                       if rs.video_fps > 0 and robot.has_camera else None)
             log = run_trial(robot, OpenLoop(part.targets[:, :steps]), part.start_state(), steps,
-                            judge, camera_fn=_camera_logger(tracker) if tracker else None,
-                            frame_fn=videos)
+                            judge, record_fn=_recorder(robot, tracker), frame_fn=videos)
         if isinstance(judge, AskJudge):
             judge.decide()
         ok = judge.success()
@@ -161,9 +169,10 @@ def replay(traj: Trajectories, kind: str, cfg: ReplayConfig, out_dir: str | Path
 def _append(out: Path, log, h: int, window: slice, fk: FingertipFK, camera: bool) -> str:
     qpos, target = log.qpos[h, window], log.target[h, window]
     tips = fk(torch.from_numpy(qpos)).numpy()
-    name = dataset.append_demo(out / dataset.FILE_NAME, qpos, target, tips)
+    extras = {k: np.stack([step[h] for step in v])[window] for k, v in log.sensors.items()}
+    light = {k: v for k, v in extras.items() if k == dataset.TOUCH_KEY}
+    name = dataset.append_demo(out / dataset.FILE_NAME, qpos, target, tips, light)
     if camera:
-        extras = {k: np.stack([step[h] for step in v])[window] for k, v in log.camera.items()}
         dataset.append_demo(out / dataset.FULL_FILE_NAME, qpos, target, tips, extras)
     return name
 

@@ -109,12 +109,12 @@ class AskJudge:
 
 @dataclass
 class TrialLog:
-    """Per hand and step: readings, commands, and camera data when recorded."""
+    """Per hand and step: readings, commands, and the extra sensors (touch, camera) recorded."""
 
     qpos: np.ndarray  # [n, T, 16]
     target: np.ndarray  # [n, T, 16]
     steps: int = 0
-    camera: dict[str, list] = field(default_factory=dict)
+    sensors: dict[str, list] = field(default_factory=dict)
     periods: list[float] = field(default_factory=list)
     compute: list[float] = field(default_factory=list)
 
@@ -130,10 +130,10 @@ def loop_timing(periods: list[float], compute: list[float]) -> dict:
 
 
 def run_trial(robot: HandRobot, controller, start: StartState | None, steps: int, judge,
-              camera_fn=None, frame_fn=None, stop_when_dropped: bool = False) -> TrialLog:
+              record_fn=None, frame_fn=None, stop_when_dropped: bool = False) -> TrialLog:
     """Run ``steps`` control steps on every hand at once.
 
-    ``camera_fn(robot) -> dict`` records camera data each step (rgb, depth, pc, obj_ends);
+    ``record_fn(robot) -> dict`` records sensors each step (touch; rgb, depth, pc, obj_ends);
     ``frame_fn(robot, t)`` may grab check-video frames. Safety errors propagate (the caller's
     ``with robot:`` stops the hand)."""
     q = robot.start(start)
@@ -148,9 +148,9 @@ def run_trial(robot: HandRobot, controller, start: StartState | None, steps: int
             q = robot.read()
         target = robot.command(controller(t, q, target, robot))
         log.qpos[:, t], log.target[:, t] = q, target
-        if camera_fn is not None:
-            for key, value in camera_fn(robot).items():
-                log.camera.setdefault(key, []).append(value)
+        if record_fn is not None:
+            for key, value in record_fn(robot).items():
+                log.sensors.setdefault(key, []).append(value)
         if frame_fn is not None:
             frame_fn(robot, t)
         log.compute.append(time.perf_counter() - begin)
