@@ -124,7 +124,7 @@ def replay(traj: Trajectories, kind: str, cfg: ReplayConfig, out_dir: str | Path
                      else AskJudge(robot))
             if rs.camera and not robot.has_camera:
                 raise ConfigError(f"replay.camera=true, but the {kind} robot has no camera")
-            tracker = EndsTracker(cfg.robot.ends, robot.num_hands) if rs.camera else None
+            tracker = EndsTracker(cfg.robot.ends, robot.num_hands, rgb=True) if rs.camera else None
             videos = (CheckVideos(robot, rs.video_fps, tracker)
                       if rs.video_fps > 0 and robot.has_camera else None)
             log = run_trial(robot, OpenLoop(part.targets[:, :steps]), part.start_state(), steps,

@@ -20,10 +20,11 @@ from penspin.robot.safety import SafetyGuard, SafetyLimits
 
 @dataclass
 class CameraFrame:
-    """One RGB-D frame per hand: ``rgb`` [n, H, W, 3] uint8, ``depth`` [n, H, W] metres,
-    ``mask`` [n, H, W] bool (the pen's pixels), the camera intrinsics and its pose in the world."""
+    """One RGB-D frame per hand: ``rgb`` [n, H, W, 3] uint8 (None when not asked for),
+    ``depth`` [n, H, W] metres, ``mask`` [n, H, W] bool (the pen's pixels), the camera
+    intrinsics and its pose in the world."""
 
-    rgb: np.ndarray
+    rgb: np.ndarray | None
     depth: np.ndarray
     mask: np.ndarray
     fovy_deg: float
@@ -80,8 +81,9 @@ class HandRobot(ABC):
         """Binary taxels [n, 32], or None where the hand has none."""
         return None
 
-    def camera(self) -> CameraFrame | None:
-        """An RGB-D frame with the pen's mask, or None where there is no camera."""
+    def camera(self, rgb: bool = True) -> CameraFrame | None:
+        """An RGB-D frame with the pen's mask, or None where there is no camera. ``rgb=False``
+        lets a camera skip colour (the pen-ends pipeline uses depth and mask only)."""
         return None
 
     def stop(self) -> None:

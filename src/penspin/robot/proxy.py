@@ -209,16 +209,16 @@ class ProxyRobot(HandRobot):
         return (self.backend.sensordata.numpy()[:, self.layout.touch]
                 >= self.cfg.touch_threshold).astype(np.float32)
 
-    def camera(self) -> CameraFrame:
+    def camera(self, rgb: bool = True) -> CameraFrame:
         from penspin.robot.camera import SceneCamera
 
         if self._camera is None:
             w, h = self.camera_size
             self._camera = SceneCamera(self.backend.model, width=w, height=h)
-        frames = [self._camera.render(*self._posed(i)) for i in range(self.num_hands)]
-        rgb, depth, mask, fovy, pos, rot = zip(*frames, strict=True)
-        return CameraFrame(np.stack(rgb), np.stack(depth), np.stack(mask), fovy[0], pos[0],
-                           rot[0])
+        frames = [self._camera.render(*self._posed(i), rgb=rgb) for i in range(self.num_hands)]
+        colour, depth, mask, fovy, pos, rot = zip(*frames, strict=True)
+        return CameraFrame(np.stack(colour) if rgb else None, np.stack(depth), np.stack(mask),
+                           fovy[0], pos[0], rot[0])
 
     def _posed(self, i: int) -> tuple[mujoco.MjModel, mujoco.MjData]:
         m, d = self.backend.models[i], self._probe
