@@ -299,3 +299,15 @@ def test_replay_with_camera_writes_the_full_file(exported, tmp_path):
     ends = extras["obj_ends"]
     assert ends.shape == (12, 2, 3) and np.all(np.linalg.norm(ends, axis=-1) > 0.03)
     assert np.all(np.linalg.norm(ends[:, 0] - ends[:, 1], axis=-1) > 0.08)
+    assert extras["touch"].shape == (12, 32)
+
+
+def test_replay_with_camera_but_no_colour_keeps_depth_ends_and_touch(exported, tmp_path):
+    out = tmp_path / "nocolour"
+    main(["replay", "--trajectories", str(exported / "traj.npz"), "--out-dir", str(out),
+          "replay.pens=marker", "replay.video_fps=0", "replay.min_rotation=0",
+          "replay.steps=12", "replay.camera=true", "replay.rgb=false"])
+    extras = dataset.load_demos(out / dataset.FULL_FILE_NAME)[0].extras
+    assert set(extras) == {"depth", "pc", "obj_ends", "touch"}
+    assert extras["depth"].shape == (12, 72, 96) and extras["obj_ends"].shape == (12, 2, 3)
+    assert np.all(np.linalg.norm(extras["obj_ends"], axis=-1) > 0.03)

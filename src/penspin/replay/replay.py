@@ -44,6 +44,7 @@ class ReplaySettings:
     drop_margin: float = 1.0  # s cut before a drop from what is kept
     video_fps: float = 2.0  # check video frame rate (0: none); the original's was 1
     camera: bool = False  # record RGB-D, point cloud and pen ends into real_data_full.h5
+    rgb: bool = True  # with camera: colour frames too (software GL makes them the slow part)
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,9 @@ class CheckVideos:
 
     def __call__(self, robot, t: int) -> None:
         if t % self.every == 0:
-            frame = self.camera.frame if self.camera is not None else robot.camera()
+            frame = self.camera.frame if self.camera is not None else None
+            if frame is None or frame.rgb is None:
+                frame = robot.camera()
             self.frames.append(frame.rgb.copy())
 
     def write(self, folder: Path, names: list[str]) -> None:
@@ -86,8 +89,9 @@ def _recorder(robot, tracker: EndsTracker | None):
         if tracker is not None:
             ends = tracker(robot)
             frame = tracker.frame
-            out.update(rgb_ori=frame.rgb, rgb_c2d=frame.rgb, depth=frame.depth.astype(np.float32),
-                       pc=tracker.points.astype(np.float32),
+            if frame.rgb is not None:
+                out.update(rgb_ori=frame.rgb, rgb_c2d=frame.rgb)
+            out.update(depth=frame.depth.astype(np.float32), pc=tracker.points.astype(np.float32),
                        obj_ends=ends.reshape(-1, 2, 3).astype(np.float32))
         return out
     return record
@@ -124,7 +128,8 @@ def replay(traj: Trajectories, kind: str, cfg: ReplayConfig, out_dir: str | Path
                      else AskJudge(robot))
             if rs.camera and not robot.has_camera:
                 raise ConfigError(f"replay.camera=true, but the {kind} robot has no camera")
-            tracker = EndsTracker(cfg.robot.ends, robot.num_hands, rgb=True) if rs.camera else None
+            tracker = (EndsTracker(cfg.robot.ends, robot.num_hands, rgb=rs.rgb) if rs.camera
+                       else None)
             videos = (CheckVideos(robot, rs.video_fps, tracker)
                       if rs.video_fps > 0 and robot.has_camera else None)
             log = run_trial(robot, OpenLoop(part.targets[:, :steps]), part.start_state(), steps,
