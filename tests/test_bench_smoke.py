@@ -45,3 +45,14 @@ def test_distillation_and_training_benchmarks_print_one_row_per_variant(tmp_path
                        "--run-dir", str(tmp_path / "t"), "--variants", "defaults", "3 epochs",
                        "--set", "env.num_threads=1", "train.ppo.horizon_length=4")
     assert [r.split("|")[2].strip() for r in rows] == ["defaults", "3 epochs"]
+
+
+def test_replay_benchmark_times_the_loop_with_and_without_colour():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_replay.py"),
+                           "--steps", "31", "--hands", "2"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert out.count("work per step: median") == 2
+    assert "camera RGB-D" in out and "depth only (no colour)" in out
+    assert "no camera:" in out and "pen ends from the camera:" in out
