@@ -39,6 +39,55 @@ def trajectories(path: str, steps: int) -> Trajectories:
                                        max_tries=2, min_rotation=0.0), progress=False)
 
 
+def camera_frames(repeats: int = 20) -> None:
+    """One 96x72 frame of a held pen: OpenGL's three passes (colour, depth, segmentation, what
+    the camera used to render) beside the ray-cast depth and mask, with and without colour."""
+    import mujoco
+
+    from penspin.robot.camera import SceneCamera
+    from penspin.sim import scene
+    from penspin.task import grasps
+
+    cache = grasps.load_cache("", (0.28,))
+    model = scene.load_model()
+    data = mujoco.MjData(model)
+    lay = scene.layout(model)
+    data.qpos[lay.hand_qpos] = cache["q"][0]
+    data.qpos[lay.pen_qpos] = np.concatenate([cache["pen_pos"][0], cache["pen_quat"][0]])
+    mujoco.mj_forward(model, data)
+    camera = SceneCamera(model, width=96, height=72)
+    gl = mujoco.Renderer(model, 72, 96)
+    gl.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
+
+    def three_passes() -> None:
+        gl.update_scene(data, camera.camera, camera.option)
+        gl.render()
+        gl.enable_depth_rendering()
+        gl.render()
+        gl.enable_segmentation_rendering()
+        gl.render()
+        gl.disable_segmentation_rendering()
+
+    ways = {"OpenGL, 3 passes": three_passes,
+            "rays + OpenGL colour": lambda: camera.render(model, data, rgb=True),
+            "rays, no colour": lambda: camera.render(model, data, rgb=False)}
+    times = {}
+    for name, fn in ways.items():
+        fn()
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            runs.append(time.perf_counter() - start)
+        times[name] = float(np.median(runs))
+    base = times["OpenGL, 3 passes"]
+    for name, t in times.items():
+        print(f"camera frame, {name}: median {t * 1e3:.1f} ms (speed vs GL's passes: "
+              f"{base / t:.1f}x)")
+    camera.close()
+    gl.close()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trajectories", default="", help="from export-replay (default: export 4)")
@@ -46,6 +95,7 @@ def main() -> None:
     p.add_argument("--hands", type=int, default=64)
     args = p.parse_args()
     torch.set_num_threads(1)
+    camera_frames()
     traj = trajectories(args.trajectories, args.steps)
     one = traj.subset(np.array([0]))
     for label, colour in (("RGB-D", True), ("depth only (no colour)", False)):

@@ -53,6 +53,6 @@ def test_replay_benchmark_times_the_loop_with_and_without_colour():
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
-    assert out.count("work per step: median") == 2
+    assert out.count("work per step: median") == 2 and out.count("camera frame, ") == 3
     assert "camera RGB-D" in out and "depth only (no colour)" in out
     assert "no camera:" in out and "pen ends from the camera:" in out
