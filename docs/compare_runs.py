@@ -2,7 +2,9 @@
 
 Reads each run's TensorBoard events (``penspin.viz.curves.read_scalars``, so resumed runs are
 stitched) and prints, per run and tag, the best value, the last one, and the mean over the last
-``--window`` M steps: the numbers the docs quote beside the plot.
+``--window`` M steps: the numbers the docs quote beside the plot. ``--csv`` also writes every
+curve as means over consecutive ``--window`` M-step bins, a small file that keeps the curves
+when the runs' folders are gone.
 
     python docs/compare_runs.py runs/a runs/b --labels A B \
         --tags eval/time_to_fall_s eval/survival --out docs/student_curves.png
@@ -11,6 +13,8 @@ stitched) and prints, per run and tag, the best value, the last one, and the mea
 from __future__ import annotations
 
 import argparse
+import csv
+import math
 from pathlib import Path
 
 import matplotlib
@@ -31,12 +35,14 @@ def main() -> None:
                         help="M env steps: cut every run there, so budgets match")
     parser.add_argument("--smooth", type=int, default=1, help="moving-average points in the plot")
     parser.add_argument("--title", default="")
+    parser.add_argument("--csv", help="write the binned curves here")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     labels = args.labels or [r.name for r in args.runs]
     if len(labels) != len(args.runs):
         raise SystemExit("give one label per run")
     fig, axes = plt.subplots(1, len(args.tags), figsize=(5.5 * len(args.tags), 4), squeeze=False)
+    binned = []
     for run, label in zip(args.runs, labels, strict=True):
         scalars = read_scalars(run)
         for ax, tag in zip(axes[0], args.tags, strict=True):
@@ -49,6 +55,11 @@ def main() -> None:
                      for i in range(len(values))]
             ax.plot(steps, shown, marker="o" if len(steps) < 40 else None, label=label)
             tail = [v for s, v in zip(steps, values, strict=True) if s > steps[-1] - args.window]
+            bins: dict[int, list[float]] = {}
+            for s, v in rows:
+                bins.setdefault(math.floor(s / args.window), []).append(v)
+            binned += [(label, tag, f"{b * args.window:g}", f"{(b + 1) * args.window:g}",
+                        f"{sum(v) / len(v):.6g}", len(v)) for b, v in sorted(bins.items())]
             best = max(values)
             print(f"{label:24s} {tag:24s} best {best:8.3f} at {steps[values.index(best)]:.2f} M,"
                   f" last {values[-1]:8.3f} at {steps[-1]:.2f} M,"
@@ -62,6 +73,12 @@ def main() -> None:
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)
     print(f"wrote {args.out}")
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["run", "tag", "from_M", "to_M", "mean", "points"])
+            writer.writerows(binned)
+        print(f"wrote {args.csv}")
 
 
 if __name__ == "__main__":

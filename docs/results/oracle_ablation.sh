@@ -22,4 +22,5 @@ penspin eval --checkpoint $(for arm in full no-touch no-point-cloud no-priv no-z
   --episodes 256 --out docs/results/oracle_ablation_eval.json
 python docs/compare_runs.py $(for arm in full no-touch no-point-cloud no-priv no-z-reward; do echo $RUNS/$arm; done) \
   --labels full "no touch" "no point cloud" "no privileged state" "no z-spread reward" \
-  --tags episode/length episode/rotation_speed episode/fell --window 1 --out docs/oracle_ablation_curves.png
+  --tags episode/length episode/rotation_speed episode/reward --window 0.25 --out docs/oracle_ablation_curves.png \
+  --csv docs/results/oracle_ablation_curves.csv

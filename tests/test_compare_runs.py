@@ -1,0 +1,35 @@
+"""docs/compare_runs.py: curves of several runs, and the binned CSV that keeps them."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+from torch.utils.tensorboard import SummaryWriter
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(path: Path, slope: float) -> Path:
+    with SummaryWriter(str(path / "tb")) as writer:
+        for k in range(10):  # one point every 0.1 M steps, 0 to 0.9 M
+            writer.add_scalar("episode/length", slope * k, k * 100_000)
+    return path
+
+
+def test_binned_csv_holds_each_runs_means_per_window(tmp_path):
+    a, b = _run(tmp_path / "a", 1.0), _run(tmp_path / "b", 2.0)
+    out = tmp_path / "c.csv"
+    proc = subprocess.run([sys.executable, str(ROOT / "docs" / "compare_runs.py"), str(a), str(b),
+                           "--labels", "A", "B", "--tags", "episode/length", "--window", "0.5",
+                           "--out", str(tmp_path / "c.png"), "--csv", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["run"], r["from_M"], r["to_M"], r["points"]) for r in rows] == [
+        ("A", "0", "0.5", "5"), ("A", "0.5", "1", "5"), ("B", "0", "0.5", "5"),
+        ("B", "0.5", "1", "5")]
+    assert [float(r["mean"]) for r in rows] == [2.0, 7.0, 4.0, 14.0]
+    assert (tmp_path / "c.png").stat().st_size > 0
