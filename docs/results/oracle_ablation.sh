@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The oracle ablation study of docs/oracle.md: the full oracle and PenSpin's four switches, 10 M env
 # steps each from scratch, all five side by side with one physics and one learning thread each
-# (on 2 cores that trains ~1.7x more env steps per hour in all than one run using both cores).
+# (on 2 cores a run's update then never leaves a core idle; docs/oracle.md has the rates).
 # Run it again to resume every arm from its last.pt; a finished arm exits at once.
 set -uo pipefail
 RUNS=${RUNS:-runs/ablation}
