@@ -129,6 +129,23 @@ def test_ablation_switches_change_the_model(tmp_path, override, check):
     full.env.close()
 
 
+def test_eval_compares_oracles_with_different_inputs_on_the_same_episodes(tmp_path, capsys):
+    runs = {}
+    for name, switch in (("full", []), ("no-touch", ["env.obs.tactile=false"]),
+                         ("no-pc", ["env.obs.point_cloud=false"])):
+        main(["train-oracle", "--run-dir", str(tmp_path / name), *TINY, *switch,
+              "train.max_env_steps=16"])
+        runs[name] = str(tmp_path / name / "last.pt")
+    out = tmp_path / "eval.json"
+    main(["eval", "--checkpoint", *runs.values(), "--episodes", "2", "--out", str(out)])
+    policies = json.loads(out.read_text())["policies"]
+    assert [p["checkpoint"] for p in policies] == list(runs.values())
+    # The same episodes for all three: the same pens, by length and by friction.
+    counts = [{group: {name: sub["episodes"] for name, sub in p[group].items()}
+               for group in ("per_pen_length", "per_friction")} for p in policies]
+    assert counts[0] == counts[1] == counts[2]
+
+
 def test_no_z_spread_ablation_changes_the_reward(tmp_path):
     cfg = apply_overrides(OracleRunConfig(), [*TINY, "env.reward.z_dist_penalty=0"])
     trainer = build(cfg, tmp_path)

@@ -118,7 +118,9 @@ def comparison_table(results: list[dict]) -> str:
 
 
 def main(args) -> None:
-    """Evaluate one or more checkpoints on the same episodes (the first one's task settings)."""
+    """Evaluate one or more checkpoints on the same episodes: the first one's task settings,
+    each policy with its own observation settings (an ablated oracle reads no touch or no point
+    cloud; what a policy reads does not change the pens, grasps or physics of an episode)."""
     from penspin.learning.policy import load_policy
 
     # ``--checkpoint A.pt B.pt key=value``: overrides after the list land in it; move them.
@@ -137,7 +139,8 @@ def main(args) -> None:
         return
     results = []
     for policy in policies:
-        metrics = evaluate(policy.act, task, args.episodes)
+        metrics = evaluate(policy.act, dataclasses.replace(task, obs=policy.task.obs),
+                           args.episodes)
         metrics["checkpoint"] = policy.path
         metrics["policy_kind"] = policy.kind
         print(f"== {policy.path} ({policy.kind})")
