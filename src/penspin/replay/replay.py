@@ -4,8 +4,8 @@ Each trial starts from its trajectory's start state (the proxy places the pen wi
 error; a real hand asks the person to place it), plays the absolute targets at the robot's
 control rate, and is judged (proxy: from the pen pose; real hand: the person says). Successes are
 appended to ``real_data.h5`` in the original's layout, plus ``touch`` where the hand has touch
-sensors (with cameras, ``real_data_full.h5`` too),
-one atomic append each, so a replay killed at any moment leaves every earlier demo readable.
+sensors (with cameras, ``real_data_full.h5`` too), one atomic append each, so a replay killed
+at any moment leaves every earlier demo readable.
 A check video per trial and ``replay_log.json`` (verdicts, rotation, loop timing) sit beside;
 a later replay into the same folder writes ``replay_log_1.json``, ... and numbers its trials on.
 """
