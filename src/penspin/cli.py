@@ -54,6 +54,12 @@ def _cmd_train_student(args) -> None:
     main(args)
 
 
+def _cmd_train_student_rl(args) -> None:
+    from penspin.learning.run_student_rl import main
+
+    main(args)
+
+
 def _cmd_export_student(args) -> None:
     from penspin.learning.export import main
 
@@ -143,6 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="baseline: the student drives and the oracle only labels")
     _add_overrides(p)
     p.set_defaults(func=_cmd_train_student)
+
+    p = sub.add_parser("train-student-rl",
+                       help="finetune a distilled student with PPO, the oracle as its critic")
+    p.add_argument("--student", default="", help="distilled student .pt to start from")
+    p.add_argument("--oracle", default="", help="oracle .pt whose network starts the critic "
+                   "(default: the student checkpoint's own teacher)")
+    p.add_argument("--run-dir", default="", help="folder for logs and checkpoints (default: "
+                   "runs/student-rl; with --resume, the checkpoint's own folder)")
+    p.add_argument("--resume", default="", help="train-student-rl checkpoint to continue from")
+    _add_overrides(p)
+    p.set_defaults(func=_cmd_train_student_rl)
 
     p = sub.add_parser("export-student",
                        help="write a student for a robot computer (safetensors + JSON)")

@@ -138,6 +138,21 @@ def check_oracle_fits(oracle: OracleActorCritic, env: Any, where: str = "oracle"
         )
 
 
+def closed_loop(student: StudentActorCritic, env_cfg: Any, seed: int,
+                episodes: int) -> dict[str, float]:
+    """Means over ``episodes`` held-out episodes the student drives (seed ``seed``).
+
+    They are drawn as evaluated (``as_evaluated``): a run that trains on a skewed friction
+    distribution or with exploration noise is still selected on PenSpin's uniform task."""
+    task = dataclasses.replace(as_evaluated(env_cfg), seed=seed)
+    with torch.random.fork_rng():
+        ep = run_episodes(student.act_inference, task, episodes, progress=False)
+    held = ep["length"] * ep["dt"]
+    return {"eval/time_to_fall_s": float(held.mean()),
+            "eval/survival": float((~ep["fell"]).mean()),
+            "eval/rotation_rad_s": float((ep["rotation"] / held.clip(min=1e-9)).mean())}
+
+
 class StudentTrainer(Runner):
     """Behaviour cloning (or DAgger) of an oracle into a :class:`StudentActorCritic`.
 
@@ -208,18 +223,9 @@ class StudentTrainer(Runner):
         return True
 
     def closed_loop(self) -> dict[str, float]:
-        """The student drives the held-out episodes; their means, for logs and selection.
-
-        They are drawn as evaluated (``as_evaluated``): a run that trains on a skewed friction
-        distribution is still selected on PenSpin's uniform one."""
-        task = dataclasses.replace(as_evaluated(self.env.cfg), seed=self.cfg.eval_seed)
-        with torch.random.fork_rng():
-            ep = run_episodes(self.policy().act_inference, task, self.cfg.eval_episodes,
-                              progress=False)
-        held = ep["length"] * ep["dt"]
-        return {"eval/time_to_fall_s": float(held.mean()),
-                "eval/survival": float((~ep["fell"]).mean()),
-                "eval/rotation_rad_s": float((ep["rotation"] / held.clip(min=1e-9)).mean())}
+        """The student drives the held-out episodes; their means, for logs and selection."""
+        return closed_loop(self.policy(), self.env.cfg, self.cfg.eval_seed,
+                           self.cfg.eval_episodes)
 
     def policy(self) -> StudentActorCritic:
         """The weights that are evaluated and saved: the running average when there is one."""

@@ -42,7 +42,64 @@ def _mlp(in_dim: int, units: tuple[int, ...], final_act: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class OracleActorCritic(nn.Module):
+class GaussianActorCritic(nn.Module):
+    """A diagonal Gaussian policy around ``mu`` with a state-independent ``logstd``, and a value.
+
+    Subclasses set ``num_actions``, ``logstd`` and ``value_rms`` and implement ``_forward``
+    (obs dict -> (mu, normalised value)); PPO needs nothing else of a model.
+    """
+
+    num_actions: int
+    logstd: nn.Parameter
+    value_rms: RunningMeanStd
+
+    def _forward(self, obs_dict: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def _neglogp(self, actions: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+        z = (actions - mu) * torch.exp(-self.logstd)
+        return 0.5 * (z**2).sum(-1) + 0.5 * _LOG_2PI * self.num_actions + self.logstd.sum()
+
+    @torch.no_grad()
+    def act(self, obs_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Sample actions (unclamped) for a rollout; values are un-normalised."""
+        mu, value = self._forward(obs_dict)
+        sigma = torch.exp(self.logstd).expand_as(mu)
+        actions = mu + sigma * torch.randn_like(mu)
+        return {
+            "actions": actions,
+            "neglogp": self._neglogp(actions, mu),
+            "values": self.value_rms(value, denorm=True),
+            "mus": mu,
+            "sigmas": sigma,
+        }
+
+    @torch.no_grad()
+    def act_inference(self, obs_dict: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Deterministic action: clamp(mu, -1, 1)."""
+        return self._forward(obs_dict)[0].clamp(-1.0, 1.0)
+
+    @torch.no_grad()
+    def values(self, obs_dict: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Un-normalised state values (bootstrap at the end of a rollout)."""
+        return self.value_rms(self._forward(obs_dict)[1], denorm=True)
+
+    def evaluate(
+        self, obs_dict: dict[str, torch.Tensor], actions: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Differentiable outputs for the PPO loss; values stay normalised."""
+        mu, value = self._forward(obs_dict)
+        entropy = (self.logstd + 0.5 * (1.0 + _LOG_2PI)).sum()
+        return {
+            "neglogp": self._neglogp(actions, mu),
+            "values": value,
+            "entropy": entropy.expand(mu.shape[0]),
+            "mus": mu,
+            "sigmas": torch.exp(self.logstd).expand_as(mu),
+        }
+
+
+class OracleActorCritic(GaussianActorCritic):
     """Gaussian policy and value on normalised obs plus tanh(priv MLP ++ max-pooled point MLP).
 
     Inputs (``obs_dict`` keys): ``obs`` [B, obs_dim]; ``priv_info`` [B, priv_dim] if ``use_priv``;
@@ -148,45 +205,3 @@ class OracleActorCritic(nn.Module):
             x = self.actor_mlp(torch.cat(feats, dim=-1))
         x = x.float()
         return self.mu(x), self.value(x).squeeze(-1)
-
-    def _neglogp(self, actions: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-        z = (actions - mu) * torch.exp(-self.logstd)
-        return 0.5 * (z**2).sum(-1) + 0.5 * _LOG_2PI * self.num_actions + self.logstd.sum()
-
-    @torch.no_grad()
-    def act(self, obs_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Sample actions (unclamped) for a rollout; values are un-normalised."""
-        mu, value = self._forward(obs_dict)
-        sigma = torch.exp(self.logstd).expand_as(mu)
-        actions = mu + sigma * torch.randn_like(mu)
-        return {
-            "actions": actions,
-            "neglogp": self._neglogp(actions, mu),
-            "values": self.value_rms(value, denorm=True),
-            "mus": mu,
-            "sigmas": sigma,
-        }
-
-    @torch.no_grad()
-    def act_inference(self, obs_dict: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Deterministic action: clamp(mu, -1, 1)."""
-        return self._forward(obs_dict)[0].clamp(-1.0, 1.0)
-
-    @torch.no_grad()
-    def values(self, obs_dict: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Un-normalised state values (bootstrap at the end of a rollout)."""
-        return self.value_rms(self._forward(obs_dict)[1], denorm=True)
-
-    def evaluate(
-        self, obs_dict: dict[str, torch.Tensor], actions: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        """Differentiable outputs for the PPO loss; values stay normalised."""
-        mu, value = self._forward(obs_dict)
-        entropy = (self.logstd + 0.5 * (1.0 + _LOG_2PI)).sum()
-        return {
-            "neglogp": self._neglogp(actions, mu),
-            "values": value,
-            "entropy": entropy.expand(mu.shape[0]),
-            "mus": mu,
-            "sigmas": torch.exp(self.logstd).expand_as(mu),
-        }

@@ -15,7 +15,7 @@ import torch
 
 from penspin.config import ConfigError
 from penspin.learning import distributed
-from penspin.learning.networks import OracleActorCritic
+from penspin.learning.networks import GaussianActorCritic
 
 
 @dataclass
@@ -116,7 +116,7 @@ class PPO:
     :meth:`update` runs the mini-epochs. The model is in eval mode while acting (normalisers
     frozen) and in train mode while learning (normalisers update on each minibatch)."""
 
-    def __init__(self, model: OracleActorCritic, cfg: PPOConfig, num_envs: int, device):
+    def __init__(self, model: GaussianActorCritic, cfg: PPOConfig, num_envs: int, device):
         cfg.check()
         self.model = model
         self.cfg = cfg
@@ -158,8 +158,12 @@ class PPO:
         s.dones[t].copy_(dones)
         self.step += 1
 
-    def update(self, last_obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Run ``mini_epochs`` over the rollout; returns mean losses/kl/lr as 0-d tensors."""
+    def update(self, last_obs: dict[str, torch.Tensor],
+               adapt_lr: bool = True) -> dict[str, torch.Tensor]:
+        """Run ``mini_epochs`` over the rollout; returns mean losses/kl/lr as 0-d tensors.
+
+        ``adapt_lr=False`` holds the rate (a critic warm-up with the actor frozen has KL 0,
+        which would otherwise raise the rate to ``max_lr``)."""
         if self.step != self.cfg.horizon_length:
             raise RuntimeError(f"update() after {self.step} of {self.cfg.horizon_length} steps")
         cfg, s = self.cfg, self.storage
@@ -216,7 +220,8 @@ class PPO:
                 old_sigma[idx] = sigma
                 # Adapt after every minibatch (as rsl_rl does), not once per epoch as rl_games:
                 # with a few hundred CPU envs one epoch is too coarse to stop a runaway step.
-                self._adapt_lr(mb_kl.item())
+                if adapt_lr:
+                    self._adapt_lr(mb_kl.item())
                 for k, v in losses.items():
                     v = v.detach()
                     sums[k] = v if sums[k] is None else sums[k] + v

@@ -1,0 +1,87 @@
+"""``penspin train-student-rl``: finetune a distilled student with PPO and an oracle critic."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from penspin.cli_support import resolve, run_dir
+from penspin.config import ConfigError, from_dict, to_dict
+from penspin.learning import distributed
+from penspin.learning.checkpoint import load_checkpoint, load_state_checked
+from penspin.learning.distill import CHECKPOINT_KIND, load_teacher, oracle_from_payload
+from penspin.learning.networks import OracleActorCritic
+from penspin.learning.run_student import student_env
+from penspin.learning.student import StudentActorCritic, with_defaults
+from penspin.learning.student_rl import StudentRLConfig, StudentRLTrainer
+from penspin.task.config import TaskConfig
+
+
+@dataclass(frozen=True)
+class StudentRLRunConfig:
+    """``env.*`` configures the task (default: the student's own training task); ``train.*`` the
+    finetuner (``train.ppo.*`` as in train-oracle)."""
+
+    env: TaskConfig = field(default_factory=TaskConfig)
+    train: StudentRLConfig = field(default_factory=StudentRLConfig)
+
+
+def student_from_payload(payload: dict) -> StudentActorCritic:
+    student = StudentActorCritic(**with_defaults(payload["model_args"]))
+    load_state_checked(student, payload["model"], what="student")
+    return student
+
+
+def _sources(args) -> tuple[StudentRLRunConfig, StudentActorCritic, OracleActorCritic, dict]:
+    """Config, student, critic oracle and where they came from, for a new or resumed run."""
+    if args.resume:
+        payload = load_checkpoint(args.resume, CHECKPOINT_KIND)
+        if "critic" not in payload:
+            raise ConfigError(f"{args.resume} is not a train-student-rl checkpoint; start from "
+                              "it with --student instead")
+        critic = oracle_from_payload(payload["critic"])
+        return (from_dict(StudentRLRunConfig, payload["config"]), student_from_payload(payload),
+                critic, payload["sources"])
+    if not args.student:
+        raise ConfigError("train-student-rl needs --student CKPT (a distilled student), or "
+                          "--resume a train-student-rl checkpoint")
+    payload = load_checkpoint(args.student, CHECKPOINT_KIND)
+    if args.oracle:
+        critic, oracle_path = load_teacher(args.oracle), args.oracle
+    elif "oracle" in payload:  # a training checkpoint keeps its teacher
+        critic, oracle_path = oracle_from_payload(payload["oracle"]), payload["oracle"]["path"]
+    else:
+        raise ConfigError(f"{args.student} does not hold its oracle (a released copy?): name "
+                          "the critic's oracle with --oracle CKPT")
+    env = from_dict(TaskConfig, payload["config"]["env"]) if "config" in payload else \
+        student_env(TaskConfig())
+    return (StudentRLRunConfig(env=env), student_from_payload(payload), critic,
+            {"student": args.student, "oracle": oracle_path})
+
+
+def main(args) -> None:
+    if args.keys and not (args.resume or args.student):
+        resolve(StudentRLRunConfig(env=student_env(TaskConfig())), args)
+        return
+    base, student, critic, sources = _sources(args)
+    cfg = resolve(base, args)
+    if cfg is None:
+        return
+    from penspin.task.env import PenSpinEnv
+
+    torch.set_num_threads(1)  # physics has its own threads (see run_oracle.build)
+    distributed.init()
+    env = PenSpinEnv(dataclasses.replace(cfg.env, seed=cfg.env.seed + distributed.rank()))
+    trainer = StudentRLTrainer(env, cfg.train, student, critic,
+                               run_dir=run_dir(args, "runs/student-rl"),
+                               resolved_config=to_dict(cfg), record=sources)
+    if args.resume:
+        trainer.resume(args.resume)
+        distributed.print0(f"resumed {args.resume} at {trainer.env_steps:,} env steps")
+    trainer.train()
+    env.close()
+    distributed.print0(f"finetuned student checkpoints in {Path(trainer.run_dir)} "
+                       f"(best.pt: the best held-out time to fall, the start included; last.pt)")
