@@ -27,7 +27,7 @@ def test_help_lists_every_command(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     for cmd in ("grasps", "view", "render", "train-oracle", "eval", "release", "plot",
-                "train-student", "export-student"):
+                "train-student", "train-student-rl", "export-student"):
         assert cmd in out
 
 
