@@ -43,3 +43,6 @@ penspin eval --robot proxy --trajectories $OUT/replays.npz --checkpoint $TE robo
   --out docs/results/real_proxy_tactile_ends.json
 penspin eval --robot proxy --trajectories $OUT/replays.npz --checkpoint runs/ftte-45/best.pt runs/ftte-45-sim/best.pt \
   robot.proxy.seed=100 --out docs/results/real_proxy_tactile_ends_finetuned.json
+# The students finetuned in simulation by PPO (docs/student.md, first section), no real data:
+penspin eval --robot proxy --trajectories $OUT/replays.npz --checkpoint checkpoints/student-tactile-ends-rl.pt \
+  checkpoints/student-proprio-rl.pt robot.proxy.seed=100 --out docs/results/real_proxy_students_rl.json
