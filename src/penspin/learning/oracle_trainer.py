@@ -63,7 +63,28 @@ class OracleTrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
-class OracleTrainer(Runner):
+class PPORunner(Runner):
+    """A :class:`Runner` whose iteration is one PPO rollout of every env and one update.
+
+    Subclasses set ``ppo`` (a :class:`PPO` on their model) besides what ``Runner`` asks.
+    """
+
+    def steps_per_iteration(self) -> int:
+        return self.cfg.ppo.horizon_length * self.env.num_envs * distributed.world_size()
+
+    def _ppo_iteration(self, adapt_lr: bool = True) -> tuple[dict, tuple[float, float, float]]:
+        """Roll out and update; returns PPO's statistics and (start, rollout end, end) times."""
+        start = time.perf_counter()
+        self._begin_rollout()
+        for _ in range(self.cfg.ppo.horizon_length):
+            rewards, dones, info = self._env_step(self.ppo.act(self.obs))
+            self.ppo.process_env_step(rewards, dones, info.get("time_outs"))
+        rollout_end = time.perf_counter()
+        stats = self._learn(self.ppo.update, self.obs, adapt_lr)
+        return stats, (start, rollout_end, time.perf_counter())
+
+
+class OracleTrainer(PPORunner):
     """PPO on an env that follows the penspin vector-env contract (see ``tests/test_ppo.py``).
 
     Only rank 0 writes files and logs; with ``torchrun`` every rank steps its own envs and the
@@ -94,9 +115,6 @@ class OracleTrainer(Runner):
         self.episodes = EpisodeStats(env.num_envs, cfg.reward_window, self.device)
         self.best_reward = -math.inf
 
-    def steps_per_iteration(self) -> int:
-        return self.cfg.ppo.horizon_length * self.env.num_envs * distributed.world_size()
-
     def _postfix(self, scalars: dict[str, float]) -> dict[str, str]:
         return {"reward": f"{scalars.get('episode/reward', math.nan):.2f}",
                 "rot": f"{scalars.get('episode/rotation_speed', math.nan):.3f}"}
@@ -109,14 +127,7 @@ class OracleTrainer(Runner):
         return True
 
     def _iteration(self) -> dict[str, float]:
-        start = time.perf_counter()
-        self._begin_rollout()
-        for _ in range(self.cfg.ppo.horizon_length):
-            rewards, dones, info = self._env_step(self.ppo.act(self.obs))
-            self.ppo.process_env_step(rewards, dones, info.get("time_outs"))
-        rollout_end = time.perf_counter()
-        stats = self._learn(self.ppo.update, self.obs)
-        end = time.perf_counter()
+        stats, times = self._ppo_iteration()
         scalars = {
             "loss/actor": stats["actor_loss"],
             "loss/critic": stats["critic_loss"],
@@ -129,7 +140,7 @@ class OracleTrainer(Runner):
             "policy/lr": stats["lr"],
             "policy/sigma": self.model.logstd.detach().exp().mean(),
         }
-        return self._summary(scalars, start, rollout_end, end)
+        return self._summary(scalars, *times)
 
     def _extra_payload(self) -> dict:
         return {

@@ -24,8 +24,9 @@ from penspin.learning import distributed
 from penspin.learning.checkpoint import CheckpointError, load_state_checked
 from penspin.learning.distill import CHECKPOINT_KIND, check_oracle_fits, closed_loop
 from penspin.learning.networks import GaussianActorCritic, OracleActorCritic
+from penspin.learning.oracle_trainer import PPORunner
 from penspin.learning.ppo import PPO, PPOConfig
-from penspin.learning.runner import EpisodeStats, Runner, seed_everything
+from penspin.learning.runner import EpisodeStats, seed_everything
 from penspin.learning.student import StudentActorCritic
 
 
@@ -110,7 +111,7 @@ def check_student_fits(student: StudentActorCritic, env: Any) -> None:
         raise CheckpointError("the student does not fit this env: " + "; ".join(problems))
 
 
-class StudentRLTrainer(Runner):
+class StudentRLTrainer(PPORunner):
     """PPO finetuning of a student with an oracle critic.
 
     Checkpoints are student checkpoints (``model`` is the student), so ``penspin eval``,
@@ -146,9 +147,6 @@ class StudentRLTrainer(Runner):
         self.episodes = EpisodeStats(env.num_envs, cfg.reward_window, self.device)
         self.best_eval = -math.inf
 
-    def steps_per_iteration(self) -> int:
-        return self.cfg.ppo.horizon_length * self.env.num_envs * distributed.world_size()
-
     def _postfix(self, scalars: dict[str, float]) -> dict[str, str]:
         return {"reward": f"{scalars.get('episode/reward', math.nan):.2f}",
                 "best_s": f"{self.best_eval:.2f}"}
@@ -163,14 +161,7 @@ class StudentRLTrainer(Runner):
     def _iteration(self) -> dict[str, float]:
         warming = self.iteration < self.cfg.critic_warmup
         self.agent.freeze_actor(warming)
-        start = time.perf_counter()
-        self._begin_rollout()
-        for _ in range(self.cfg.ppo.horizon_length):
-            rewards, dones, info = self._env_step(self.ppo.act(self.obs))
-            self.ppo.process_env_step(rewards, dones, info.get("time_outs"))
-        rollout_end = time.perf_counter()
-        stats = self._learn(self.ppo.update, self.obs, not warming)
-        end = time.perf_counter()
+        stats, times = self._ppo_iteration(adapt_lr=not warming)
         scalars = self._summary({
             "loss/actor": stats["actor_loss"],
             "loss/critic": stats["critic_loss"],
@@ -179,12 +170,12 @@ class StudentRLTrainer(Runner):
             "policy/grad_norm": stats["grad_norm"],
             "policy/sigma": self.agent.logstd.detach().exp().mean(),
             "policy/critic_warmup": float(warming),
-        }, start, rollout_end, end)
+        }, *times)
         due = self.iteration == 0 or (self.iteration + 1) % self.cfg.eval_every == 0
         if due and distributed.is_rank0():
             scalars.update(closed_loop(self.model, self.env.cfg, self.cfg.eval_seed,
                                        self.cfg.eval_episodes))
-            scalars["time/eval_s"] = time.perf_counter() - end
+            scalars["time/eval_s"] = time.perf_counter() - times[-1]
             scalars["time/iteration_s"] += scalars["time/eval_s"]
         return scalars
 
