@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -29,7 +29,12 @@ from penspin.learning.checkpoint import (
 )
 from penspin.learning.networks import OracleActorCritic
 from penspin.learning.oracle_trainer import CHECKPOINT_KIND as ORACLE_KIND
-from penspin.learning.runner import EpisodeStats, Runner, seed_everything
+from penspin.learning.runner import (
+    ClosedLoopSelectionConfig,
+    EpisodeStats,
+    Runner,
+    seed_everything,
+)
 from penspin.learning.student import (
     INPUT_MODES,
     StudentActorCritic,
@@ -43,8 +48,12 @@ CHECKPOINT_KIND = "student"
 
 
 @dataclass
-class StudentTrainConfig:
-    """Everything the student trainer reads besides the env (and the oracle checkpoint)."""
+class StudentTrainConfig(ClosedLoopSelectionConfig):
+    """Everything the student trainer reads besides the env (and the oracle checkpoint).
+
+    Until the first closed-loop evaluation best.pt is the lowest held-out loss; with
+    ``eval_every=0`` it is that throughout.
+    """
 
     input_mode: str = "proprio"
     network: StudentNetworkConfig = field(default_factory=StudentNetworkConfig)
@@ -71,33 +80,13 @@ class StudentTrainConfig:
     # of a real hand's FK (PenSpin adds U(-0.01, 0.01) in normalised units, about 0.1 mm).
     fk_noise: float = 0.002
     save_every: int = 20
-    # Closed-loop selection: every ``eval_every`` iterations the student drives
-    # ``eval_episodes`` held-out episodes (seed ``eval_seed``, the same ones each time) and
-    # best.pt is the longest mean time to fall (until the first evaluation, the lowest held-out
-    # loss). A low BC loss did not predict closed-loop survival (docs/student.md). 0 turns it
-    # off: best.pt is then the lowest held-out loss throughout.
-    eval_every: int = 10
-    eval_episodes: int = 64
-    eval_seed: int = 1_000_003
-    reward_window: int = 200
-    seed: int = 42
-    logger: str = "tensorboard"
-    wandb_project: str = "penspin"
-    wandb_mode: str = "offline"
-    progress: bool = True
-    learn_threads: int = 2  # torch threads for the update; see OracleTrainConfig.learn_threads
+
+    positive: ClassVar[tuple[str, ...]] = ("horizon", "num_minibatches", "mini_epochs")
 
     def check(self) -> None:
+        super().check()
         if self.input_mode not in INPUT_MODES:
             raise ConfigError(f"input_mode must be one of {INPUT_MODES}, got {self.input_mode!r}")
-        if self.logger not in ("tensorboard", "wandb", "none"):
-            raise ConfigError(f"logger must be tensorboard, wandb or none, got {self.logger!r}")
-        for name in ("horizon", "num_minibatches", "mini_epochs", "max_env_steps", "save_every",
-                     "reward_window", "learn_threads", "eval_episodes"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.eval_every < 0:
-            raise ConfigError(f"eval_every must be >= 0 (0: off), got {self.eval_every}")
         if self.learning_rate <= 0 or self.grad_norm <= 0 or self.fk_noise < 0:
             raise ConfigError("learning_rate and grad_norm must be > 0, fk_noise >= 0")
         if self.lr_schedule not in ("fixed", "linear"):

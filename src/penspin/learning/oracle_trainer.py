@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from penspin.config import ConfigError, to_dict, validate
+from penspin.config import to_dict, validate
 from penspin.learning import distributed
 from penspin.learning.checkpoint import (
     load_checkpoint,
@@ -18,7 +18,7 @@ from penspin.learning.checkpoint import (
 )
 from penspin.learning.networks import NetworkConfig, OracleActorCritic
 from penspin.learning.ppo import PPO, PPOConfig
-from penspin.learning.runner import EpisodeStats, Runner, seed_everything
+from penspin.learning.runner import EpisodeStats, RunConfig, Runner, seed_everything
 
 CHECKPOINT_KIND = "oracle"
 
@@ -33,34 +33,15 @@ def cpu_has_bf16() -> bool:
 
 
 @dataclass
-class OracleTrainConfig:
+class OracleTrainConfig(RunConfig):
     """Everything the oracle trainer reads besides the env."""
 
     ppo: PPOConfig = field(default_factory=PPOConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
-    max_env_steps: int = 50_000_000
-    save_every: int = 100
-    reward_window: int = 200
     log_dir: str = "runs/oracle"
-    seed: int = 42
-    logger: str = "tensorboard"
-    wandb_project: str = "penspin"
-    wandb_mode: str = "offline"
-    progress: bool = True
-    # Torch threads for the PPO update (physics is idle then): 2 on the 2-core machine made the
-    # update 1.3x faster (docs/benchmarks.md). Safe beside other processes because penspin makes
-    # OpenMP wait passively (penspin/__init__.py); spinning workers made it 10-30x slower.
-    learn_threads: int = 2
     # Run encoders and trunk in bfloat16 (heads stay float32): ~2x faster learning on CPUs with
     # native bf16 (AVX512-BF16, AMX); on by default where /proc/cpuinfo shows such a CPU.
     bf16: bool = field(default_factory=lambda: cpu_has_bf16())
-
-    def check(self) -> None:
-        if self.logger not in ("tensorboard", "wandb", "none"):
-            raise ConfigError(f"logger must be tensorboard, wandb or none, got {self.logger!r}")
-        for name in ("max_env_steps", "save_every", "reward_window", "learn_threads"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 class PPORunner(Runner):

@@ -12,8 +12,9 @@ import random
 import subprocess
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -176,9 +177,59 @@ def git_description(where: Path) -> str:
     return f"rev: {rev.stdout.strip()}\ndirty: {str(dirty).lower()}\n"
 
 
+@dataclass
+class RunConfig:
+    """The run settings every trainer shares: budget, checkpoints, seed, logging, threads.
+
+    A trainer's config subclasses it (redeclaring a field only to change its default) and
+    names in ``positive`` the further fields that must be >= 1.
+    """
+
+    max_env_steps: int = 50_000_000
+    save_every: int = 100
+    reward_window: int = 200
+    seed: int = 42
+    logger: str = "tensorboard"
+    wandb_project: str = "penspin"
+    wandb_mode: str = "offline"
+    progress: bool = True
+    # Torch threads for the update (physics is idle then): 2 on the 2-core machine made PPO's
+    # update 1.3x faster (docs/benchmarks.md). Safe beside other processes because penspin makes
+    # OpenMP wait passively (penspin/__init__.py); spinning workers made it 10-30x slower.
+    learn_threads: int = 2
+
+    positive: ClassVar[tuple[str, ...]] = ()
+
+    def check(self) -> None:
+        if self.logger not in ("tensorboard", "wandb", "none"):
+            raise ConfigError(f"logger must be tensorboard, wandb or none, got {self.logger!r}")
+        for name in ("max_env_steps", "save_every", "reward_window", "learn_threads",
+                     *self.positive):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class ClosedLoopSelectionConfig(RunConfig):
+    """A student trainer's selection: every ``eval_every`` iterations the policy drives the same
+    ``eval_episodes`` held-out episodes (seed ``eval_seed``) without exploration noise, and
+    best.pt is the longest mean time to fall. A low training loss did not predict closed-loop
+    survival (docs/student.md)."""
+
+    eval_every: int = 10
+    eval_episodes: int = 64
+    eval_seed: int = 1_000_003
+
+    def check(self) -> None:
+        super().check()
+        if self.eval_episodes < 1:
+            raise ConfigError(f"eval_episodes must be >= 1, got {self.eval_episodes}")
+        if self.eval_every < 0:
+            raise ConfigError(f"eval_every must be >= 0 (0: off), got {self.eval_every}")
+
+
 class Runner:
-    """The training loop of a trainer whose config has ``max_env_steps``, ``save_every``,
-    ``logger``, ``progress`` and ``learn_threads``.
+    """The training loop of a trainer whose config is a :class:`RunConfig`.
 
     Subclasses set ``kind``, ``model``, ``episodes`` and implement ``steps_per_iteration``,
     ``_iteration``, ``_postfix``, ``_improved`` and ``_extra_payload``.

@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -26,13 +26,17 @@ from penspin.learning.distill import CHECKPOINT_KIND, check_oracle_fits, closed_
 from penspin.learning.networks import GaussianActorCritic, OracleActorCritic
 from penspin.learning.oracle_trainer import PPORunner
 from penspin.learning.ppo import PPO, PPOConfig
-from penspin.learning.runner import EpisodeStats, seed_everything
+from penspin.learning.runner import ClosedLoopSelectionConfig, EpisodeStats, seed_everything
 from penspin.learning.student import StudentActorCritic
 
 
 @dataclass
-class StudentRLConfig:
-    """Everything the finetuner reads besides the env, the student and the critic's oracle."""
+class StudentRLConfig(ClosedLoopSelectionConfig):
+    """Everything the finetuner reads besides the env, the student and the critic's oracle.
+
+    Selection is closed-loop as in distillation, with the start (iteration 0, before the student
+    has moved) evaluated too, so best.pt is never worse than the student it began from.
+    """
 
     # PenSpin's PPO, started 5x lower than the oracle's 5e-4: the actor already acts well, and
     # the adaptive schedule raises the rate within a few updates if the KL stays small.
@@ -44,27 +48,12 @@ class StudentRLConfig:
     critic_warmup: int = 20
     max_env_steps: int = 5_000_000
     save_every: int = 20
-    # Closed-loop selection as in distillation: every ``eval_every`` iterations (and at the
-    # first, before the student has moved) the student drives the held-out episodes without
-    # exploration noise; best.pt is the longest mean time to fall, the start included.
     eval_every: int = 20
-    eval_episodes: int = 64
-    eval_seed: int = 1_000_003
-    reward_window: int = 200
-    seed: int = 42
-    logger: str = "tensorboard"
-    wandb_project: str = "penspin"
-    wandb_mode: str = "offline"
-    progress: bool = True
-    learn_threads: int = 2  # torch threads for the update; see OracleTrainConfig.learn_threads
+
+    positive: ClassVar[tuple[str, ...]] = ("eval_every",)
 
     def check(self) -> None:
-        if self.logger not in ("tensorboard", "wandb", "none"):
-            raise ConfigError(f"logger must be tensorboard, wandb or none, got {self.logger!r}")
-        for name in ("max_env_steps", "save_every", "reward_window", "learn_threads",
-                     "eval_every", "eval_episodes"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        super().check()
         if self.critic_warmup < 0:
             raise ConfigError(f"critic_warmup must be >= 0, got {self.critic_warmup}")
         if self.init_sigma <= 0:
