@@ -56,3 +56,10 @@ def test_replay_benchmark_times_the_loop_with_and_without_colour():
     assert out.count("work per step: median") == 2 and out.count("camera frame, ") == 3
     assert "camera RGB-D" in out and "depth only (no colour)" in out
     assert "no camera:" in out and "pen ends from the camera:" in out
+
+
+def test_point_encoder_benchmark_prints_one_row_per_thread_count():
+    rows = _table_rows("bench_point_encoder.py", "--batch", "8", "--points", "5",
+                       "--repeats", "2", "--threads", "1", "2")
+    assert [r.split("|")[1].strip() for r in rows] == ["1", "2"]
+    assert all(r.rstrip(" |").endswith("x") for r in rows)
