@@ -46,3 +46,12 @@ penspin eval --robot proxy --trajectories $OUT/replays.npz --checkpoint runs/ftt
 # The students finetuned in simulation by PPO (docs/student.md, first section), no real data:
 penspin eval --robot proxy --trajectories $OUT/replays.npz --checkpoint checkpoints/student-tactile-ends-rl.pt \
   checkpoints/student-proprio-rl.pt robot.proxy.seed=100 --out docs/results/real_proxy_students_rl.json
+# ... and those two finetuned on the replays (first 45 demos, with and without simulation data):
+P=checkpoints/student-proprio-rl.pt
+TERL=checkpoints/student-tactile-ends-rl.pt
+penspin finetune --real-dataset-folder $OUT/real_data --checkpoint-path $P --run-dir runs/ftrl-p-45 train.max_demos=45 --num-epochs 10
+penspin finetune --real-dataset-folder $OUT/real_data --checkpoint-path $P --run-dir runs/ftrl-p-45-sim train.max_demos=45 --num-epochs 10 train.sim_oracle=checkpoints/oracle.pt
+penspin finetune --real-dataset-folder $FULL --checkpoint-path $TERL --run-dir runs/ftrl-te-45 train.max_demos=45 --num-epochs 10
+penspin finetune --real-dataset-folder $FULL --checkpoint-path $TERL --run-dir runs/ftrl-te-45-sim train.max_demos=45 --num-epochs 10 train.sim_oracle=checkpoints/oracle.pt
+penspin eval --robot proxy --trajectories $OUT/replays.npz --checkpoint runs/ftrl-p-45/best.pt runs/ftrl-p-45-sim/best.pt \
+  runs/ftrl-te-45/best.pt runs/ftrl-te-45-sim/best.pt robot.proxy.seed=100 --out docs/results/real_proxy_students_rl_finetuned.json
