@@ -17,7 +17,7 @@ import torch
 
 from penspin.config import apply_overrides
 from penspin.learning.checkpoint import load_checkpoint
-from penspin.learning.distill import oracle_from_payload
+from penspin.learning.oracle_trainer import oracle_from_payload
 from penspin.learning.run_student import build, default_config
 
 VARIANTS = {

@@ -7,7 +7,7 @@ import torch
 
 from penspin.cli import main
 from penspin.learning.checkpoint import CheckpointError, load_checkpoint
-from penspin.learning.distill import oracle_from_payload
+from penspin.learning.oracle_trainer import oracle_from_payload
 from penspin.learning.policy import load_policy
 from penspin.learning.run_student_rl import student_from_payload
 from penspin.learning.student_rl import AsymmetricStudent, StudentRLConfig, StudentRLTrainer

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from penspin.config import ConfigError, from_dict, to_dict
 from penspin.finetune.windows import build_windows, split
-from penspin.learning.checkpoint import load_checkpoint, load_state_checked, save_checkpoint
+from penspin.learning.checkpoint import load_checkpoint, model_from_payload, save_checkpoint
 from penspin.learning.run_student import student_env
 from penspin.learning.runner import seed_everything
 from penspin.learning.student import StudentActorCritic, StudentNetworkConfig
@@ -70,8 +70,7 @@ def load_start(path: str, cfg: FinetuneConfig) -> tuple[StudentActorCritic, Task
             StudentNetworkConfig())
         return model, student_env(TaskConfig()), {}
     payload = load_checkpoint(path, expected_kind="student")
-    model = StudentActorCritic(**payload["model_args"])
-    load_state_checked(model, payload["model"])
+    model = model_from_payload(StudentActorCritic, payload)
     env = payload.get("config", {}).get("env")
     return model, from_dict(TaskConfig, env) if env is not None else TaskConfig(), payload
 

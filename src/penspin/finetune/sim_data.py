@@ -8,7 +8,8 @@ import math
 
 import torch
 
-from penspin.learning.distill import check_oracle_fits, load_teacher
+from penspin.learning.distill import check_oracle_fits
+from penspin.learning.oracle_trainer import load_oracle
 from penspin.task.config import TaskConfig
 
 
@@ -20,7 +21,7 @@ def oracle_samples(oracle_path: str, task: TaskConfig, keys: list[str], samples:
     from penspin.task.env import PenSpinEnv
 
     env = PenSpinEnv(dataclasses.replace(task, num_envs=num_envs, seed=seed))
-    oracle = load_teacher(oracle_path).eval()
+    oracle = load_oracle(oracle_path)
     check_oracle_fits(oracle, env, where=f"oracle {oracle_path}")
     obs = env.reset()
     inputs: dict[str, list] = {k: [] for k in keys}

@@ -153,6 +153,13 @@ def load_state_checked(module: nn.Module, state: dict, what: str = "model") -> N
     module.load_state_dict(state)
 
 
+def model_from_payload(cls: type[nn.Module], payload: dict, what: str = "model") -> nn.Module:
+    """``cls(**model_args)`` holding the payload's weights (checked key by key)."""
+    model = cls(**payload["model_args"])
+    load_state_checked(model, payload["model"], what=what)
+    return model
+
+
 def rng_state() -> dict:
     """Python, numpy, torch (and CUDA) generator states, for exact resume."""
     state = {

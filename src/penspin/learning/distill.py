@@ -28,7 +28,7 @@ from penspin.learning.checkpoint import (
     load_state_checked,
 )
 from penspin.learning.networks import OracleActorCritic
-from penspin.learning.oracle_trainer import CHECKPOINT_KIND as ORACLE_KIND
+from penspin.learning.oracle_trainer import load_oracle
 from penspin.learning.runner import (
     ClosedLoopSelectionConfig,
     EpisodeStats,
@@ -97,18 +97,6 @@ class StudentTrainConfig(ClosedLoopSelectionConfig):
             raise ConfigError(f"drive_noise must be >= 0, got {self.drive_noise}")
 
 
-def oracle_from_payload(payload: dict) -> OracleActorCritic:
-    """An oracle in eval mode from a checkpoint payload (its ``model_args`` and ``model``)."""
-    model = OracleActorCritic(**payload["model_args"])
-    load_state_checked(model, payload["model"], what="oracle")
-    return model.eval()
-
-
-def load_teacher(path: str | Path) -> OracleActorCritic:
-    """The oracle at ``path``; any other kind of checkpoint is refused with its kind named."""
-    return oracle_from_payload(load_checkpoint(path, expected_kind=ORACLE_KIND))
-
-
 def check_oracle_fits(oracle: OracleActorCritic, env: Any, where: str = "oracle") -> None:
     """Refuse an oracle whose inputs the env does not produce in the shapes it was trained on."""
     problems = []
@@ -165,7 +153,7 @@ class StudentTrainer(Runner):
         validate(cfg)
         if not isinstance(oracle, OracleActorCritic):
             oracle_path = oracle_path or str(oracle)
-            oracle = load_teacher(oracle)
+            oracle = load_oracle(oracle)
         self.oracle_path = oracle_path
         check_oracle_fits(oracle, env, where=f"oracle {self.oracle_path}".strip())
         distributed.init()

@@ -15,7 +15,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from penspin.config import from_dict
-from penspin.learning.checkpoint import load_checkpoint, load_state_checked
+from penspin.learning.checkpoint import load_checkpoint, model_from_payload
 from penspin.learning.kinematics import chain_description
 from penspin.learning.student import StudentActorCritic
 from penspin.sim import allegro as A
@@ -37,8 +37,7 @@ def _replace_atomically(path: Path, write) -> None:
 def export_student(checkpoint: str | Path, out_dir: str | Path) -> Path:
     """Write ``out_dir/student.safetensors`` and ``out_dir/student.json``; returns ``out_dir``."""
     payload = load_checkpoint(checkpoint, expected_kind="student")
-    model = StudentActorCritic(**payload["model_args"])
-    load_state_checked(model, payload["model"])
+    model = model_from_payload(StudentActorCritic, payload)
     env = payload.get("config", {}).get("env")
     task = from_dict(TaskConfig, env) if env is not None else TaskConfig()
     # Sample counts only matter to further training; inference needs mean and var.

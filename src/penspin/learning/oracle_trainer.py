@@ -12,10 +12,7 @@ import torch
 
 from penspin.config import to_dict, validate
 from penspin.learning import distributed
-from penspin.learning.checkpoint import (
-    load_checkpoint,
-    load_state_checked,
-)
+from penspin.learning.checkpoint import load_checkpoint, model_from_payload
 from penspin.learning.networks import NetworkConfig, OracleActorCritic
 from penspin.learning.ppo import PPO, PPOConfig
 from penspin.learning.runner import EpisodeStats, RunConfig, Runner, seed_everything
@@ -135,9 +132,12 @@ class OracleTrainer(PPORunner):
         self.best_reward = payload["best_reward"]
 
 
+def oracle_from_payload(payload: dict) -> OracleActorCritic:
+    """An oracle in eval mode from a checkpoint payload (its ``model_args`` and ``model``)."""
+    return model_from_payload(OracleActorCritic, payload, what="oracle").eval()
+
+
 def load_oracle(path: str | Path, device: str | torch.device = "cpu") -> OracleActorCritic:
-    """The trained oracle from a checkpoint, in eval mode, ready for ``act_inference``."""
-    payload = load_checkpoint(path, expected_kind=CHECKPOINT_KIND)
-    model = OracleActorCritic(**payload["model_args"])
-    load_state_checked(model, payload["model"])
-    return model.to(device).eval()
+    """The oracle at ``path`` in eval mode; any other kind of checkpoint is refused with its
+    kind named."""
+    return oracle_from_payload(load_checkpoint(path, expected_kind=CHECKPOINT_KIND)).to(device)

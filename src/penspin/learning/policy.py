@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from penspin.config import from_dict
-from penspin.learning.checkpoint import CheckpointError, load_checkpoint, load_state_checked
+from penspin.learning.checkpoint import CheckpointError, load_checkpoint, model_from_payload
 from penspin.learning.networks import OracleActorCritic
 from penspin.learning.student import StudentActorCritic
 from penspin.task.config import TaskConfig, as_evaluated
@@ -40,8 +40,6 @@ def load_policy(path: str | Path, device: str = "cpu") -> Policy:
     classes = {"oracle": OracleActorCritic, "student": StudentActorCritic}
     if kind not in classes:
         raise CheckpointError(f"{path}: don't know how to run a {kind!r} checkpoint as a policy")
-    model = classes[kind](**payload["model_args"])
-    load_state_checked(model, payload["model"])
-    model = model.to(device).eval()
+    model = model_from_payload(classes[kind], payload).to(device).eval()
     # Both kinds act with clamp(mu); a student computes its fingertips by FK inside.
     return Policy(kind, torch.no_grad()(model.act_inference), task, str(path), model)

@@ -16,11 +16,10 @@ from penspin.learning.distill import (
     CHECKPOINT_KIND,
     StudentTrainConfig,
     StudentTrainer,
-    load_teacher,
-    oracle_from_payload,
 )
 from penspin.learning.networks import OracleActorCritic
 from penspin.learning.oracle_trainer import CHECKPOINT_KIND as ORACLE_KIND
+from penspin.learning.oracle_trainer import load_oracle, oracle_from_payload
 from penspin.learning.policy import evaluated_task
 from penspin.task.config import TaskConfig
 
@@ -75,7 +74,7 @@ def main(args) -> None:
         payload = load_checkpoint(args.resume, CHECKPOINT_KIND)
         base = from_dict(StudentRunConfig, payload["config"])
         if args.oracle:
-            oracle, oracle_path = load_teacher(args.oracle), args.oracle
+            oracle, oracle_path = load_oracle(args.oracle), args.oracle
         else:
             oracle, oracle_path = oracle_from_payload(payload["oracle"]), payload["oracle"]["path"]
     elif args.oracle:

@@ -11,9 +11,10 @@ import torch
 from penspin.cli_support import resolve, run_dir
 from penspin.config import ConfigError, from_dict, to_dict
 from penspin.learning import distributed
-from penspin.learning.checkpoint import load_checkpoint, load_state_checked
-from penspin.learning.distill import CHECKPOINT_KIND, load_teacher, oracle_from_payload
+from penspin.learning.checkpoint import load_checkpoint, model_from_payload
+from penspin.learning.distill import CHECKPOINT_KIND
 from penspin.learning.networks import OracleActorCritic
+from penspin.learning.oracle_trainer import load_oracle, oracle_from_payload
 from penspin.learning.run_student import student_env
 from penspin.learning.student import StudentActorCritic, with_defaults
 from penspin.learning.student_rl import StudentRLConfig, StudentRLTrainer
@@ -30,9 +31,8 @@ class StudentRLRunConfig:
 
 
 def student_from_payload(payload: dict) -> StudentActorCritic:
-    student = StudentActorCritic(**with_defaults(payload["model_args"]))
-    load_state_checked(student, payload["model"], what="student")
-    return student
+    payload = {**payload, "model_args": with_defaults(payload["model_args"])}
+    return model_from_payload(StudentActorCritic, payload, what="student")
 
 
 def _sources(args) -> tuple[StudentRLRunConfig, StudentActorCritic, OracleActorCritic, dict]:
@@ -50,7 +50,7 @@ def _sources(args) -> tuple[StudentRLRunConfig, StudentActorCritic, OracleActorC
                           "--resume a train-student-rl checkpoint")
     payload = load_checkpoint(args.student, CHECKPOINT_KIND)
     if args.oracle:
-        critic, oracle_path = load_teacher(args.oracle), args.oracle
+        critic, oracle_path = load_oracle(args.oracle), args.oracle
     elif "oracle" in payload:  # a training checkpoint keeps its teacher
         critic, oracle_path = oracle_from_payload(payload["oracle"]), payload["oracle"]["path"]
     else:
