@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# The oracle ablation study of docs/oracle.md: the full oracle and PenSpin's four switches, 10 M env
-# steps each from scratch, all five side by side with one physics and one learning thread each
-# (on 2 cores a run's update then never leaves a core idle; docs/oracle.md has the rates).
-# Run it again to resume every arm from its last.pt; a finished arm exits at once.
+# The oracle ablation study of docs/oracle.md: PenSpin's switches, 10 M env steps each from
+# scratch, side by side with one physics and one learning thread each (on 2 cores a run's update
+# then never leaves a core idle; docs/oracle.md has the rates). The full oracle is the committed
+# v1 run (checkpoints/oracle-run, the same settings and seed); the no-point-cloud arm finished in
+# an earlier session (its curve and evaluation are in docs/results). The run folders live under
+# checkpoints/ so that their last.pt, log and curves are committed and a later session, on a
+# fresh clone, resumes them: run this again and every arm continues; a finished arm exits at once.
 set -uo pipefail
-RUNS=${RUNS:-runs/ablation}
+RUNS=${RUNS:-checkpoints/ablation}
 COMMON="env.num_threads=1 train.learn_threads=1 train.max_env_steps=10000000 train.progress=false"
-declare -A ARM=([full]="" [no-touch]="env.obs.tactile=false" [no-point-cloud]="env.obs.point_cloud=false"
-                [no-priv]="train.network.use_priv=false" [no-z-reward]="env.reward.z_dist_penalty=0")
+declare -A ARM=([no-touch]="env.obs.tactile=false" [no-priv]="train.network.use_priv=false"
+                [no-z-reward]="env.reward.z_dist_penalty=0")
 for arm in "${!ARM[@]}"; do
   dir=$RUNS/$arm
   if [ -f "$dir/last.pt" ]; then
@@ -18,9 +21,10 @@ for arm in "${!ARM[@]}"; do
   fi
 done
 wait
-penspin eval --checkpoint $(for arm in full no-touch no-point-cloud no-priv no-z-reward; do echo $RUNS/$arm/last.pt; done) \
+penspin eval --checkpoint checkpoints/oracle-v1.pt $(for arm in no-touch no-priv no-z-reward; do echo $RUNS/$arm/last.pt; done) \
   --episodes 256 --out docs/results/oracle_ablation_eval.json
-python docs/compare_runs.py $(for arm in full no-touch no-point-cloud no-priv no-z-reward; do echo $RUNS/$arm; done) \
-  --labels full "no touch" "no point cloud" "no privileged state" "no z-spread reward" \
+python docs/compare_runs.py checkpoints/oracle-run $(for arm in no-touch no-priv no-z-reward; do echo $RUNS/$arm; done) \
+  "docs/results/oracle_ablation_no-point-cloud_curves.csv#no point cloud" \
+  --labels "full (v1 run)" "no touch" "no privileged state" "no z-spread reward" "no point cloud" --until 10 \
   --tags episode/length episode/rotation_speed episode/reward --window 0.25 --out docs/oracle_ablation_curves.png \
   --csv docs/results/oracle_ablation_curves.csv
