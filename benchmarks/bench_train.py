@@ -12,6 +12,8 @@ import argparse
 import statistics
 import time
 
+import torch
+
 from penspin.config import apply_overrides
 from penspin.learning.run_oracle import OracleRunConfig, build
 
@@ -34,10 +36,15 @@ def measure(num_envs: int, iterations: int, overrides: list[str], run_dir: str) 
     backend = trainer.env.backend
     physics = []
     step = backend.step
+    on_gpu = trainer.env.device.type == "cuda"
 
     def timed_step():
+        if on_gpu:  # kernels run asynchronously: time them, not their launches
+            torch.cuda.synchronize()
         t = time.perf_counter()
         step()
+        if on_gpu:
+            torch.cuda.synchronize()
         physics.append(time.perf_counter() - t)
 
     backend.step = timed_step

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks" / "bench_sim.py"
@@ -63,3 +66,13 @@ def test_point_encoder_benchmark_prints_one_row_per_thread_count():
                        "--repeats", "2", "--threads", "1", "2")
     assert [r.split("|")[1].strip() for r in rows] == ["1", "2"]
     assert all(r.rstrip(" |").endswith("x") for r in rows)
+
+
+def test_gpu_benchmark_runs_on_warps_cpu_device(tmp_path):
+    pytest.importorskip("mujoco_warp")
+    out = tmp_path / "gpu.json"
+    rows = _table_rows("bench_gpu.py", "--device", "cpu", "--envs", "2", "--steps", "2",
+                       "--repeats", "1", "--modes", "graph", "eager", "--json", str(out))
+    assert [r.split("|")[1:3] for r in rows] == [[" 2 ", " no "], [" 2 ", " no "]]
+    saved = json.loads(out.read_text())
+    assert all(r["task_steps_per_s"] > 0 and r["physics_control_steps_per_s"] > 0 for r in saved)

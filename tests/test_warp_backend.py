@@ -1,10 +1,14 @@
 """The MuJoCo Warp backend (on Warp's CPU device) against the CPU backend, and its config errors.
 
+``PENSPIN_WARP_DEVICE=cuda pytest tests/test_warp_backend.py`` runs the same checks on a GPU.
+
 Warp computes in float32 and the CPU backend in float64, and grasps are chaotic (a contact that
 slips in one and sticks in the other), so parity is checked over a short horizon with smooth
 actions, at tolerances a few times what was measured (docs/gpu.md). Kernels compile once (about a
 minute) into Warp's cache, ~/.cache/warp; later runs load them in seconds.
 """
+
+import os
 
 import numpy as np
 import pytest
@@ -17,6 +21,7 @@ from penspin.task.env import PenSpinEnv
 
 N = 4
 STEPS = 5
+DEVICE = os.environ.get("PENSPIN_WARP_DEVICE", "cpu")
 # Worst over STEPS control steps and 4 envs, seeds 0-2: joints 5.5e-4 rad, pen position 3.3e-4 m,
 # pen quaternion 3.5e-2 (spin about the pen's own axis is the least constrained), touch 0.15 N,
 # reward 0.18 (its rotation term follows the pen's angular velocity). The CPU backend moves
@@ -44,7 +49,7 @@ def test_missing_mujoco_warp_names_the_extra(monkeypatch):
 @pytest.fixture(scope="module")
 def envs():
     pytest.importorskip("mujoco_warp")
-    pair = [PenSpinEnv(_cfg()), PenSpinEnv(_cfg(backend="warp"))]
+    pair = [PenSpinEnv(_cfg()), PenSpinEnv(_cfg(backend="warp", device=DEVICE))]
     yield pair
     for env in pair:
         env.close()
@@ -74,7 +79,7 @@ def test_same_start_same_actions_same_physics_and_rewards(envs):
     assert isinstance(gpu.backend, warp_backend.WarpBackend)
     obs = [env.reset() for env in envs]
     for key in obs[0]:
-        torch.testing.assert_close(obs[0][key], obs[1][key], atol=1e-5, rtol=0)
+        torch.testing.assert_close(obs[0][key], obs[1][key].cpu(), atol=1e-5, rtol=0)
     for i in range(N):  # every env's own pen and gains reached the device
         mc, mw = cpu.backend.models[i], gpu.backend.models[i]
         for f in warp_backend._BATCHED:
@@ -83,9 +88,9 @@ def test_same_start_same_actions_same_physics_and_rewards(envs):
     for _ in range(STEPS):
         actions = 0.3 * torch.randn(N, 16, generator=gen).clamp(-1, 1)
         (_, r_cpu, d_cpu, _), (_, r_gpu, d_gpu, _) = cpu.step(actions), gpu.step(actions)
-        diff = _differences(cpu, gpu) | {"reward": (r_cpu - r_gpu).abs().max().item()}
+        diff = _differences(cpu, gpu) | {"reward": (r_cpu - r_gpu.cpu()).abs().max().item()}
         assert all(diff[k] <= TOL[k] for k in TOL), diff
-        assert torch.equal(d_cpu, d_gpu)
+        assert torch.equal(d_cpu, d_gpu.cpu())
         assert not gpu.backend.diverged.any()
 
 
@@ -99,7 +104,7 @@ def test_state_moves_between_backends_and_subset_resets(envs):
     assert all(v <= TOL[k] for k, v in _differences(cpu, gpu).items())
     # Resetting one env leaves the others' state and sensors alone.
     before = gpu.backend.get_physics()
-    gpu._reset_envs(torch.tensor([2]))
+    gpu._reset_envs(torch.tensor([2], device=gpu.device))
     after = gpu.backend.get_physics()
     keep = torch.tensor([0, 1, 3])
     for b, a in zip(before, after, strict=True):

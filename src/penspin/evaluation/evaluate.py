@@ -137,6 +137,8 @@ def main(args) -> None:
     task = resolve(policies[0].task if policies else TaskConfig(), args)
     if task is None:
         return
+    for policy in policies:  # beside the task's tensors (a warp env on cuda keeps them there)
+        policy.model.to(task.device)
     results = []
     for policy in policies:
         metrics = evaluate(policy.act, dataclasses.replace(task, obs=policy.task.obs),

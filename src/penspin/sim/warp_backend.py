@@ -13,6 +13,7 @@ rendering copy to the host.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Sequence
 
 import mujoco
@@ -45,10 +46,15 @@ class WarpBackend(TensorState, PerEnvParams):
     ``nconmax`` / ``njmax``: contacts and constraint rows allotted per world (Warp preallocates).
     A world that overflows them, or whose state goes non-finite or past 1e10, is flagged in
     ``diverged`` and restarted from the model's initial state, as MuJoCo does on the CPU.
+
+    ``graph``: on CUDA, record one physics step (a few hundred kernel launches) once as a CUDA
+    graph and replay it, so a step costs one launch from Python instead of hundreds. CUDA cannot
+    capture on torch's default stream, so the graph runs on a Warp stream of its own, ordered
+    after and before torch's work by stream waits.
     """
 
     def __init__(self, num_envs: int, substeps: int = 10, timestep: float = 0.005,
-                 device: str = "cpu", nconmax: int = 32, njmax: int = 128):
+                 device: str = "cpu", nconmax: int = 32, njmax: int = 128, graph: bool = True):
         if mjw is None:
             raise ConfigError(INSTALL_HINT)
         if num_envs < 1:
@@ -72,8 +78,9 @@ class WarpBackend(TensorState, PerEnvParams):
 
         with wp.ScopedDevice(self.device):
             self._m = mjw.put_model(self.model, batch_sizes=dict.fromkeys(_BATCHED, num_envs))
+            self._per_world = dict(nconmax=nconmax, njmax=njmax)
             self._d = mjw.put_data(self.model, mujoco.MjData(self.model), nworld=num_envs,
-                                   nconmax=nconmax, njmax=njmax)
+                                   **self._per_world)
         self._m.opt.warn_overflow = 0  # overflowing worlds are flagged as diverged instead
         # Zero-copy torch views of the device arrays (vector fields gain a trailing axis).
         self._params = {k: wp.to_torch(getattr(self._m, k)) for k in _BATCHED}
@@ -90,6 +97,37 @@ class WarpBackend(TensorState, PerEnvParams):
         # On CUDA, Warp launches on torch's stream so the two never race.
         self._stream = (wp.stream_from_torch(self.torch_device) if self.device.is_cuda
                         else None)
+        self._graph = self._graph_stream = None
+        if graph and self.device.is_cuda:
+            self._capture()
+
+    def _capture(self) -> None:
+        """Record ``mjw.step`` as a CUDA graph on a stream of its own (recording runs nothing).
+
+        A step of a one-world scratch ``Data`` first compiles and loads the step's kernels, so
+        the capture need not load every module Warp knows of, and the envs' worlds stay as set.
+        """
+        stream = wp.Stream(self.device)
+        try:
+            with wp.ScopedStream(stream):
+                scratch = mjw.put_data(self.model, mujoco.MjData(self.model), nworld=1,
+                                       **self._per_world)
+                mjw.step(self._m, scratch)
+                with wp.ScopedCapture(force_module_load=False) as capture:
+                    mjw.step(self._m, self._d)
+        except Exception as err:  # a driver or Warp that cannot capture: step eagerly instead
+            warnings.warn(f"warp backend: CUDA graph capture failed ({err}); stepping eagerly",
+                          stacklevel=3)
+            return
+        self._graph, self._graph_stream = capture.graph, stream
+
+    def _physics_step(self) -> None:
+        if self._graph is None:
+            mjw.step(self._m, self._d)
+            return
+        self._graph_stream.wait_stream(self._stream)  # after torch wrote ctrl and qfrc
+        wp.capture_launch(self._graph, stream=self._graph_stream)
+        self._stream.wait_stream(self._graph_stream)  # before torch reads the new state
 
     def _scope(self) -> contextlib.AbstractContextManager:
         if self._stream is None:
@@ -117,7 +155,7 @@ class WarpBackend(TensorState, PerEnvParams):
             for s in range(self.substeps):
                 dev["ctrl"].copy_(self.ctrl[:, s])
                 dev["qfrc_applied"].copy_(self.qfrc[:, s])
-                mjw.step(self._m, self._d)
+                self._physics_step()
         state = self._state()
         self.diverged = (~torch.isfinite(state).all(1) | (state.abs() > _MAX_VALUE).any(1)
                          | ~torch.isfinite(self.sensordata).all(1) | (dev["overflow"] != 0))

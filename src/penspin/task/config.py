@@ -78,6 +78,7 @@ class TaskConfig:
     num_threads: int = 2
     backend: str = "cpu"  # cpu: mujoco.rollout on threads; warp: MuJoCo Warp (penspin[gpu])
     device: str = "cpu"  # where the warp backend runs: cpu or cuda[:k]
+    cuda_graph: bool = True  # warp on cuda: replay one physics step as a CUDA graph
     episode_length: int = 400  # control steps (20 s)
     substeps: int = 10
     physics_dt: float = 0.005

@@ -77,7 +77,8 @@ class PenSpinEnv:
                                   cfg.randomization.pen_length, cfg.randomization.pen_radius)
         if cfg.backend == "warp":
             from penspin.sim.warp_backend import WarpBackend  # imports warp: only when asked for
-            self.backend = WarpBackend(n, cfg.substeps, cfg.physics_dt, cfg.device)
+            self.backend = WarpBackend(n, cfg.substeps, cfg.physics_dt, cfg.device,
+                                       graph=cfg.cuda_graph)
         else:
             self.backend = CpuBackend(n, cfg.substeps, cfg.num_threads, cfg.physics_dt)
         self.device = d = self.backend.torch_device

@@ -29,11 +29,12 @@ def run_episodes(policy_act, task: TaskConfig, episodes: int, chunk: int = 256,
         obs = env.reset()
         pen_length = env.pen_length.clone()
         friction = env.pen_friction.clone()
-        active = torch.ones(n, dtype=torch.bool)
-        length = torch.zeros(n)
-        rotation = torch.zeros(n)
-        tilt_sum = torch.zeros(n)
-        fell = torch.zeros(n, dtype=torch.bool)
+        d = env.device
+        active = torch.ones(n, dtype=torch.bool, device=d)
+        length = torch.zeros(n, device=d)
+        rotation = torch.zeros(n, device=d)
+        tilt_sum = torch.zeros(n, device=d)
+        fell = torch.zeros(n, dtype=torch.bool, device=d)
         for _ in range(task.episode_length):
             tilt = torch.rad2deg(torch.asin(env._pen_axis()[:, 2].abs().clamp(max=1.0)))
             tilt_sum += torch.where(active, tilt, torch.zeros_like(tilt))
@@ -51,12 +52,10 @@ def run_episodes(policy_act, task: TaskConfig, episodes: int, chunk: int = 256,
             if not active.any():
                 break
         env.close()
-        out["length"].append(length.numpy())
-        out["fell"].append(fell.numpy())
-        out["rotation"].append(rotation.numpy())
-        out["tilt"].append((tilt_sum / length.clamp_min(1)).numpy())
-        out["pen_length"].append(pen_length.numpy())
-        out["friction"].append(friction.numpy())
+        for key, value in (("length", length), ("fell", fell), ("rotation", rotation),
+                           ("tilt", tilt_sum / length.clamp_min(1)),
+                           ("pen_length", pen_length), ("friction", friction)):
+            out[key].append(value.cpu().numpy())
         done_eps += n
         bar.update(n)
     bar.close()
