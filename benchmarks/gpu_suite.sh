@@ -4,8 +4,9 @@
 #   1. the Warp backend's parity tests on the GPU;
 #   2. the task's control steps/s at 1024-16384 envs, every observation on, with and without the
 #      CUDA graph (bench_gpu.py);
-#   3. where an oracle training iteration's time goes at 8192 envs (bench_train.py);
-#   4. oracle training from scratch at 8192 envs, then a 256-episode evaluation of it.
+#   3. how often worlds blow up, random actions and the shipped oracle (bench_stability.py);
+#   4. where an oracle training iteration's time goes at 8192 envs (bench_train.py);
+#   5. oracle training from scratch at 8192 envs, then a 256-episode evaluation of it.
 # Writes suite.log, gpu_throughput.json, the training run's curves (its tb events) and eval.json
 # to OUT. Training gets TRAIN_S seconds, or less if the whole suite must end within BUDGET_S.
 #   benchmarks/gpu_suite.sh OUT [TRAIN_S] [BUDGET_S]
@@ -25,6 +26,11 @@ PENSPIN_WARP_DEVICE=cuda timeout 300 $PY -m pytest -q -p no:cacheprovider tests/
 stage "task throughput"
 timeout 200 $PY benchmarks/bench_gpu.py --modes graph eager --steps 10 \
   --json "$OUT/gpu_throughput.json"
+stage "stability"
+timeout 120 $PY benchmarks/bench_stability.py --backends warp-graph warp-eager --device cuda \
+  --envs 8192 --steps 100
+timeout 60 $PY benchmarks/bench_stability.py --backends warp-graph --device cuda --envs 8192 \
+  --steps 100 --policy checkpoints/oracle.pt
 stage "training time split, 8192 envs"
 timeout 120 $PY benchmarks/bench_train.py --envs 8192 --iterations 4 --variants defaults \
   --set env.backend=warp env.device=cuda --run-dir /tmp/penspin-bench-train

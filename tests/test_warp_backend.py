@@ -8,7 +8,9 @@ actions, at tolerances a few times what was measured (docs/gpu.md). Kernels comp
 minute) into Warp's cache, ~/.cache/warp; later runs load them in seconds.
 """
 
+import dataclasses
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -33,6 +35,27 @@ def _cfg(**kw) -> TaskConfig:
     return TaskConfig(num_envs=N, num_threads=1, **kw)
 
 
+def _deterministic(**kw) -> TaskConfig:
+    """No random draws after a reset (noise, pushes, taxel latency and dropout): a CUDA generator
+    draws other numbers than a CPU one from the same seed, so only then can a GPU env follow a
+    CPU env step by step."""
+    task = _cfg(**kw)
+    return dataclasses.replace(
+        task, obs=dataclasses.replace(task.obs, tactile_latency=0.0, tactile_dropout=0.0,
+                                      ends_noise=0.0),
+        randomization=dataclasses.replace(task.randomization, obs_noise_step=0.0,
+                                          action_noise_step=0.0, force_prob=0.0))
+
+
+def _follow(cpu: PenSpinEnv, gpu: PenSpinEnv) -> None:
+    """Put the GPU env where the CPU env is: its state and the pen's point template."""
+    gpu.template_radial = cpu.template_radial.to(gpu.device)
+    gpu.template_axial = cpu.template_axial.to(gpu.device)
+    with warnings.catch_warnings():  # the generator is reseeded across device kinds
+        warnings.simplefilter("ignore")
+        gpu.set_state(cpu.get_state())
+
+
 def test_config_rejects_unknown_backend_and_device():
     for bad in (dict(backend="gpu"), dict(device="cuda"), dict(backend="warp", device="tpu")):
         with pytest.raises(ConfigError):
@@ -49,7 +72,8 @@ def test_missing_mujoco_warp_names_the_extra(monkeypatch):
 @pytest.fixture(scope="module")
 def envs():
     pytest.importorskip("mujoco_warp")
-    pair = [PenSpinEnv(_cfg()), PenSpinEnv(_cfg(backend="warp", device=DEVICE))]
+    pair = [PenSpinEnv(_deterministic()),
+            PenSpinEnv(_deterministic(backend="warp", device=DEVICE))]
     yield pair
     for env in pair:
         env.close()
@@ -74,12 +98,21 @@ def _differences(cpu: PenSpinEnv, gpu: PenSpinEnv) -> dict[str, float]:
             "touch": (sa[:, lay.touch] - sb[:, lay.touch]).abs().max().item()}
 
 
+@pytest.mark.skipif(DEVICE != "cpu", reason="CUDA's generator draws other numbers than the CPU's")
+def test_same_seed_same_episode_starts(envs):
+    obs = [env.reset() for env in envs]
+    for key in obs[0]:
+        torch.testing.assert_close(obs[0][key], obs[1][key], atol=1e-5, rtol=0)
+
+
 def test_same_start_same_actions_same_physics_and_rewards(envs):
     cpu, gpu = envs
     assert isinstance(gpu.backend, warp_backend.WarpBackend)
-    obs = [env.reset() for env in envs]
-    for key in obs[0]:
-        torch.testing.assert_close(obs[0][key], obs[1][key].cpu(), atol=1e-5, rtol=0)
+    cpu.reset()
+    gpu.reset()
+    _follow(cpu, gpu)
+    for key, value in cpu.observations.items():
+        torch.testing.assert_close(value, gpu.observations[key].cpu(), atol=1e-5, rtol=0)
     for i in range(N):  # every env's own pen and gains reached the device
         mc, mw = cpu.backend.models[i], gpu.backend.models[i]
         for f in warp_backend._BATCHED:
@@ -97,7 +130,7 @@ def test_same_start_same_actions_same_physics_and_rewards(envs):
 def test_state_moves_between_backends_and_subset_resets(envs):
     cpu, gpu = envs
     cpu.reset()
-    gpu.set_state(cpu.get_state())  # a CPU checkpoint resumes on the warp backend
+    _follow(cpu, gpu)  # a CPU checkpoint resumes on the warp backend
     actions = torch.zeros(N, 16)
     cpu.step(actions)
     gpu.step(actions)

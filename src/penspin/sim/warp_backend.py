@@ -34,6 +34,10 @@ except ImportError:
 INSTALL_HINT = 'the warp backend needs MuJoCo Warp: pip install "penspin[gpu]"'
 # mjMAXVAL: beyond it MuJoCo's own checks call a state diverged and reset it.
 _MAX_VALUE = 1e10
+# Any joint or pen faster than this (rad/s or m/s) is a blown-up float32 solve, not a hand
+# spinning a pen (the CPU backend's fastest under random actions: ~60). On a GPU a few worlds per
+# 10,000 steps got there without reaching 1e10 within a control step (docs/gpu.md).
+_MAX_SPEED = 1e3
 # Model fields that differ per env; everything else is shared by all worlds.
 _BATCHED = ("geom_size", "geom_rbound", "geom_aabb", "geom_pos", "geom_friction", "geom_solref",
             "body_mass", "body_inertia", "body_ipos", "body_invweight0", "dof_invweight0",
@@ -158,6 +162,7 @@ class WarpBackend(TensorState, PerEnvParams):
                 self._physics_step()
         state = self._state()
         self.diverged = (~torch.isfinite(state).all(1) | (state.abs() > _MAX_VALUE).any(1)
+                         | (self.qvel.abs() > _MAX_SPEED).any(1)
                          | ~torch.isfinite(self.sensordata).all(1) | (dev["overflow"] != 0))
         # Diverged worlds restart from the initial state (warm starts and sensors cleared too);
         # the mask never leaves the device.
