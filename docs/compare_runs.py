@@ -4,10 +4,13 @@ Reads each run's TensorBoard events (``penspin.viz.curves.read_scalars``, so res
 stitched) and prints, per run and tag, the best value, the last one, and the mean over the last
 ``--window`` M steps: the numbers the docs quote beside the plot. ``--csv`` also writes every
 curve as means over consecutive ``--window`` M-step bins, a small file that keeps the curves
-when the runs' folders are gone.
+when the runs' folders are gone. A run given as ``FILE.csv#LABEL`` is read back from such a
+CSV (that label's bin means, placed at the bins' centres), so a run whose folder is gone can
+still be plotted beside the others.
 
     python docs/compare_runs.py runs/a runs/b --labels A B \
         --tags eval/time_to_fall_s eval/survival --out docs/student_curves.png
+    python docs/compare_runs.py runs/a "docs/results/curves.csv#old run" --out both.png
 """
 
 from __future__ import annotations
@@ -25,9 +28,26 @@ import matplotlib.pyplot as plt  # noqa: E402
 from penspin.viz.curves import read_scalars  # noqa: E402
 
 
+def read_run(run: str) -> dict[str, list[tuple[float, float, float]]]:
+    """A run's ``{tag: [(wall_time, step, value), ...]}``: its TensorBoard events, or the bin
+    means of ``FILE.csv#LABEL`` (wall time 0)."""
+    if "#" not in run:
+        return read_scalars(run)
+    path, label = run.split("#", 1)
+    scalars: dict[str, list[tuple[float, float, float]]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["run"] == label:
+                centre = (float(row["from_M"]) + float(row["to_M"])) / 2 * 1e6
+                scalars.setdefault(row["tag"], []).append((0.0, centre, float(row["mean"])))
+    if not scalars:
+        raise SystemExit(f"{path}: no run labelled {label!r}")
+    return scalars
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("runs", nargs="+", help="run folders, or FILE.csv#LABEL")
     parser.add_argument("--labels", nargs="+")
     parser.add_argument("--tags", nargs="+", default=["episode/reward", "episode/length"])
     parser.add_argument("--window", type=float, default=0.2, help="M env steps for the last mean")
@@ -38,13 +58,13 @@ def main() -> None:
     parser.add_argument("--csv", help="write the binned curves here")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    labels = args.labels or [r.name for r in args.runs]
+    labels = args.labels or [Path(r).name for r in args.runs]
     if len(labels) != len(args.runs):
         raise SystemExit("give one label per run")
     fig, axes = plt.subplots(1, len(args.tags), figsize=(5.5 * len(args.tags), 4), squeeze=False)
     binned = []
     for run, label in zip(args.runs, labels, strict=True):
-        scalars = read_scalars(run)
+        scalars = read_run(run)
         for ax, tag in zip(axes[0], args.tags, strict=True):
             if tag not in scalars:
                 raise SystemExit(f"{run}: no {tag} logged")

@@ -33,3 +33,24 @@ def test_binned_csv_holds_each_runs_means_per_window(tmp_path):
         ("B", "0.5", "1", "5")]
     assert [float(r["mean"]) for r in rows] == [2.0, 7.0, 4.0, 14.0]
     assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_a_run_comes_back_from_its_binned_csv(tmp_path):
+    first = tmp_path / "first.csv"
+    subprocess.run([sys.executable, str(ROOT / "docs" / "compare_runs.py"),
+                    str(_run(tmp_path / "a", 1.0)), "--labels", "A", "--tags", "episode/length",
+                    "--window", "0.5", "--out", str(tmp_path / "a.png"), "--csv", str(first)],
+                   check=True, capture_output=True, timeout=120)
+    again = tmp_path / "again.csv"
+    proc = subprocess.run([sys.executable, str(ROOT / "docs" / "compare_runs.py"),
+                           f"{first}#A", str(_run(tmp_path / "b", 2.0)), "--labels", "A", "B",
+                           "--tags", "episode/length", "--window", "0.5",
+                           "--out", str(tmp_path / "b.png"), "--csv", str(again)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [(r["run"], r["from_M"], float(r["mean"])) for r in csv.DictReader(again.open())]
+    assert rows == [("A", "0", 2.0), ("A", "0.5", 7.0), ("B", "0", 4.0), ("B", "0.5", 14.0)]
+    bad = subprocess.run([sys.executable, str(ROOT / "docs" / "compare_runs.py"), f"{first}#Z",
+                          "--out", str(tmp_path / "z.png")], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode != 0 and "no run labelled 'Z'" in bad.stderr
