@@ -54,7 +54,7 @@ def measure(num_envs: int, device: str, graph: bool, steps: int, repeats: int) -
     if d.type == "cuda":
         free, total = torch.cuda.mem_get_info(d)
         used = (total - free) / 2**30
-    captured = env.backend._graph is not None
+    captured = env.backend.graph
     env.close()
     per_s = steps * num_envs
     return {"envs": num_envs, "graph": captured,

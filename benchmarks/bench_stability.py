@@ -45,7 +45,7 @@ def measure(backend: str, device: str, num_envs: int, steps: int, policy_path: s
         counts["fast"] += ((speed > FAST) & ~back.diverged).sum()
         top = torch.maximum(top, torch.where(back.diverged, 0.0, speed).max())
         if warp:
-            counts["overflow"] += (back._dev["overflow"] != 0).sum()
+            counts["overflow"] += back.overflowed.sum()
 
     back.step = counted_step
     act = None

@@ -175,3 +175,15 @@ def test_divergence_is_flagged_and_the_world_restarts(envs):
     gpu.step(torch.zeros(N, 16))
     assert not back.diverged.any()
 
+
+
+def test_a_blown_up_world_below_the_value_bound_is_flagged_too(envs):
+    _, gpu = envs
+    gpu.reset()
+    back = gpu.backend
+    back.qvel[2, -1] = 5e3  # finite and far below 1e10, but no pen spins at 5,000 rad/s
+    back.step()
+    assert back.diverged.tolist() == [False, False, True, False]
+    assert back.time[2] == 0.0 and back.qvel[2].abs().max() < 1e3
+    assert not back.overflowed.any() and back.graph == back.device.is_cuda
+    gpu.reset()

@@ -48,8 +48,9 @@ class WarpBackend(TensorState, PerEnvParams):
     """Holds ``num_envs`` worlds on a Warp device and steps them ``substeps`` at a time.
 
     ``nconmax`` / ``njmax``: contacts and constraint rows allotted per world (Warp preallocates).
-    A world that overflows them, or whose state goes non-finite or past 1e10, is flagged in
-    ``diverged`` and restarted from the model's initial state, as MuJoCo does on the CPU.
+    A world that overflows them, whose state goes non-finite or past 1e10, or that moves faster
+    than ``_MAX_SPEED`` is flagged in ``diverged`` and restarted from the model's initial state,
+    as MuJoCo does on the CPU.
 
     ``graph``: on CUDA, record one physics step (a few hundred kernel launches) once as a CUDA
     graph and replay it, so a step costs one launch from Python instead of hundreds. CUDA cannot
@@ -125,6 +126,16 @@ class WarpBackend(TensorState, PerEnvParams):
             return
         self._graph, self._graph_stream = capture.graph, stream
 
+    @property
+    def graph(self) -> bool:
+        """Whether physics steps replay a CUDA graph."""
+        return self._graph is not None
+
+    @property
+    def overflowed(self) -> torch.Tensor:
+        """Worlds that ran out of contacts or constraint rows in the last step (a divergence)."""
+        return self._dev["overflow"] != 0
+
     def _physics_step(self) -> None:
         if self._graph is None:
             mjw.step(self._m, self._d)
@@ -163,7 +174,7 @@ class WarpBackend(TensorState, PerEnvParams):
         state = self._state()
         self.diverged = (~torch.isfinite(state).all(1) | (state.abs() > _MAX_VALUE).any(1)
                          | (self.qvel.abs() > _MAX_SPEED).any(1)
-                         | ~torch.isfinite(self.sensordata).all(1) | (dev["overflow"] != 0))
+                         | ~torch.isfinite(self.sensordata).all(1) | self.overflowed)
         # Diverged worlds restart from the initial state (warm starts and sensors cleared too);
         # the mask never leaves the device.
         with self._scope():
