@@ -4,8 +4,8 @@
 # then never leaves a core idle; docs/oracle.md has the rates). The full oracle is the committed
 # v1 run (checkpoints/oracle-run, the same settings and seed); the no-point-cloud arm finished in
 # an earlier session (its curve and evaluation are in docs/results). The run folders live under
-# checkpoints/ so that their last.pt, log and curves are committed and a later session, on a
-# fresh clone, resumes them: run this again and every arm continues; a finished arm exits at once.
+# checkpoints/ablation (their logs and configs are committed, their weights and events are not).
+# Run this again to resume every arm from its last.pt; a finished arm exits at once.
 set -uo pipefail
 RUNS=${RUNS:-checkpoints/ablation}
 COMMON="env.num_threads=1 train.learn_threads=1 train.max_env_steps=10000000 train.progress=false"
