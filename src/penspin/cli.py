@@ -7,6 +7,7 @@ lists them). Heavy modules are imported inside the handlers so ``penspin --help`
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from penspin.config import ConfigError, UserFacingError
@@ -249,6 +250,10 @@ def main(argv: list[str] | None = None) -> None:
     except (ConfigError, FileNotFoundError, UserFacingError) as exc:
         print(f"penspin {args.command}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a rank under torchrun
+        from penspin.learning.distributed import leave
+
+        leave()
 
 
 if __name__ == "__main__":
