@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
-import torch
+from task_rate import task_steps_per_s
 
 from penspin.config import apply_overrides
 from penspin.learning.checkpoint import load_checkpoint
@@ -29,16 +28,6 @@ VARIANTS = {
 }
 
 
-def task_steps_per_s(trainer, steps: int) -> float:
-    """Control steps/s of the task alone: the same env, random actions, no network."""
-    env = trainer.env
-    env.reset()
-    start = time.perf_counter()
-    for _ in range(steps):
-        env.step(torch.rand(env.num_envs, env.num_actions) * 2 - 1)
-    return steps * env.num_envs / (time.perf_counter() - start)
-
-
 def measure(payload: dict, overrides: list[str], iterations: int, run_dir: str) -> dict:
     cfg = apply_overrides(default_config(payload), [
         "train.mini_epochs=2", "train.logger=none", "train.progress=false",
@@ -47,7 +36,7 @@ def measure(payload: dict, overrides: list[str], iterations: int, run_dir: str) 
     trainer.obs = trainer.env.reset()
     trainer._iteration()  # warm-up
     rows = [trainer._iteration() for _ in range(iterations)]
-    task = task_steps_per_s(trainer, cfg.train.horizon)
+    task = task_steps_per_s(trainer.env, cfg.train.horizon)
     trainer.env.close()
     total = sum(r["time/iteration_s"] for r in rows)
     samples = trainer.steps_per_iteration() * iterations

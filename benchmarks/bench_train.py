@@ -3,7 +3,9 @@
 Runs a few PPO iterations of `penspin train-oracle` (256 envs by default) for each variant (a
 list of `key=value` overrides: the update's levers) and splits wall time into MuJoCo physics
 (the backend's rollout call), task code (everything else in env.step), policy inference during
-rollouts, and learning (the PPO update). Prints a markdown table for docs/benchmarks.md.
+rollouts, and learning (the PPO update). The task's own control steps/s (random actions, no
+network) is measured right after each variant, so training speed reads as a fraction of it.
+Prints a markdown table for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -13,17 +15,17 @@ import statistics
 import time
 
 import torch
+from task_rate import task_steps_per_s
 
 from penspin.config import apply_overrides
 from penspin.learning.run_oracle import OracleRunConfig, build
 
 VARIANTS = {
     "defaults": [],
-    "2 learn threads": ["train.learn_threads=2"],
+    "1 learn thread": ["train.learn_threads=1"],
     "3 epochs": ["train.ppo.mini_epochs=3"],
     "50 points": ["env.obs.num_points=50"],
-    "3 epochs, 50 points, 2 threads": ["train.ppo.mini_epochs=3", "env.obs.num_points=50",
-                                       "train.learn_threads=2"],
+    "3 epochs, 50 points": ["train.ppo.mini_epochs=3", "env.obs.num_points=50"],
 }
 
 
@@ -52,6 +54,7 @@ def measure(num_envs: int, iterations: int, overrides: list[str], run_dir: str) 
     trainer._iteration()  # warm-up (allocations, first resets)
     physics.clear()
     rows = [trainer._iteration() for _ in range(iterations)]
+    task = task_steps_per_s(trainer.env, trainer.cfg.ppo.horizon_length * iterations)
     trainer.env.close()
     total = sum(r["time/iteration_s"] for r in rows)
     env = sum(r["time/env_step_s"] for r in rows)
@@ -60,7 +63,7 @@ def measure(num_envs: int, iterations: int, overrides: list[str], run_dir: str) 
     policy = sum(r["time/policy_s"] for r in rows)
     steps = trainer.steps_per_iteration() * iterations
     return {
-        "envs": num_envs, "steps_per_s": steps / total,
+        "envs": num_envs, "steps_per_s": steps / total, "task_steps_per_s": task,
         "physics": phys / total, "task": (env - phys) / total, "policy": policy / total,
         "learn": learn / total, "learn_over_physics": learn / phys,
         "iter_s": statistics.median(r["time/iteration_s"] for r in rows),
@@ -76,12 +79,13 @@ def main() -> None:
                         help="overrides for every variant, e.g. train.ppo.horizon_length=4")
     parser.add_argument("--run-dir", default="/tmp/penspin-bench-train")
     args = parser.parse_args()
-    print("| envs | setting | env steps/s (training) | physics | task code | policy | "
-          "learning | learning / physics |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| envs | setting | env steps/s (training) | task alone (steps/s) | training / task | "
+          "physics | task code | policy | learning | learning / physics |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.variants:
         r = measure(args.envs, args.iterations, [*VARIANTS[name], *args.set], args.run_dir)
-        print(f"| {r['envs']} | {name} | {r['steps_per_s']:.0f} | "
+        print(f"| {r['envs']} | {name} | {r['steps_per_s']:.0f} | {r['task_steps_per_s']:.0f} | "
+              f"{r['steps_per_s'] / r['task_steps_per_s']:.2f} | "
               f"{r['physics']:.0%} | {r['task']:.0%} | {r['policy']:.0%} | {r['learn']:.0%} | "
               f"{r['learn_over_physics']:.2f} |", flush=True)
 
