@@ -6,11 +6,14 @@ stitched) and prints, per run and tag, the best value, the last one, and the mea
 curve as means over consecutive ``--window`` M-step bins, a small file that keeps the curves
 when the runs' folders are gone. A run given as ``FILE.csv#LABEL`` is read back from such a
 CSV (that label's bin means, placed at the bins' centres), so a run whose folder is gone can
-still be plotted beside the others.
+still be plotted beside the others. ``--hours`` puts training wall-clock hours (gaps while a run
+was stopped left out) on the x axis instead, for "how good after an hour" questions; ``--until``
+and ``--window`` are then in hours.
 
     python docs/compare_runs.py runs/a runs/b --labels A B \
         --tags eval/time_to_fall_s eval/survival --out docs/student_curves.png
     python docs/compare_runs.py runs/a "docs/results/curves.csv#old run" --out both.png
+    python docs/compare_runs.py runs/a runs/b --hours --until 1 --out first_hour.png
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from penspin.viz.curves import read_scalars  # noqa: E402
+from penspin.viz.curves import read_scalars, training_hours  # noqa: E402
 
 
 def read_run(run: str) -> dict[str, list[tuple[float, float, float]]]:
@@ -53,6 +56,8 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=0.2, help="M env steps for the last mean")
     parser.add_argument("--until", type=float, default=float("inf"),
                         help="M env steps: cut every run there, so budgets match")
+    parser.add_argument("--hours", action="store_true",
+                        help="training wall-clock hours on the x axis (and for --until, --window)")
     parser.add_argument("--smooth", type=int, default=1, help="moving-average points in the plot")
     parser.add_argument("--title", default="")
     parser.add_argument("--csv", help="write the binned curves here")
@@ -61,6 +66,9 @@ def main() -> None:
     labels = args.labels or [Path(r).name for r in args.runs]
     if len(labels) != len(args.runs):
         raise SystemExit("give one label per run")
+    if args.hours and (args.csv or any("#" in r for r in args.runs)):
+        raise SystemExit("--hours needs run folders (a binned CSV keeps no wall clock), no --csv")
+    unit = "h" if args.hours else "M"
     fig, axes = plt.subplots(1, len(args.tags), figsize=(5.5 * len(args.tags), 4), squeeze=False)
     binned = []
     for run, label in zip(args.runs, labels, strict=True):
@@ -68,7 +76,10 @@ def main() -> None:
         for ax, tag in zip(axes[0], args.tags, strict=True):
             if tag not in scalars:
                 raise SystemExit(f"{run}: no {tag} logged")
-            rows = [(s / 1e6, v) for _, s, v in scalars[tag] if s / 1e6 <= args.until]
+            xs = (training_hours(scalars[tag]) if args.hours
+                  else [s / 1e6 for _, s, _ in scalars[tag]])
+            rows = [(x, v) for x, (_, _, v) in zip(xs, scalars[tag], strict=True)
+                    if x <= args.until]
             steps, values = [s for s, _ in rows], [v for _, v in rows]
             k = max(1, args.smooth)
             shown = [sum(values[max(0, i - k + 1):i + 1]) / len(values[max(0, i - k + 1):i + 1])
@@ -81,11 +92,11 @@ def main() -> None:
             binned += [(label, tag, f"{b * args.window:g}", f"{(b + 1) * args.window:g}",
                         f"{sum(v) / len(v):.6g}", len(v)) for b, v in sorted(bins.items())]
             best = max(values)
-            print(f"{label:24s} {tag:24s} best {best:8.3f} at {steps[values.index(best)]:.2f} M,"
-                  f" last {values[-1]:8.3f} at {steps[-1]:.2f} M,"
-                  f" mean of last {args.window} M {sum(tail) / len(tail):8.3f}")
+            print(f"{label:24s} {tag:24s} best {best:8.3f} at {steps[values.index(best)]:.2f}"
+                  f" {unit}, last {values[-1]:8.3f} at {steps[-1]:.2f} {unit},"
+                  f" mean of last {args.window} {unit} {sum(tail) / len(tail):8.3f}")
     for ax, tag in zip(axes[0], args.tags, strict=True):
-        ax.set(xlabel="env steps (M)", ylabel=tag)
+        ax.set(xlabel="training wall-clock hours" if args.hours else "env steps (M)", ylabel=tag)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     if args.title:

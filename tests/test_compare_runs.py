@@ -54,3 +54,24 @@ def test_a_run_comes_back_from_its_binned_csv(tmp_path):
                           "--out", str(tmp_path / "z.png")], capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode != 0 and "no run labelled 'Z'" in bad.stderr
+
+
+def test_hours_put_training_wall_clock_on_the_x_axis(tmp_path):
+    run = tmp_path / "h"
+    with SummaryWriter(str(run / "tb")) as writer:  # a point every 2 minutes, a stop of 1 h
+        for k in range(10):
+            wall = 1e9 + k * 120 + (3600 if k >= 5 else 0)
+            writer.add_scalar("episode/length", float(k), k * 100_000, walltime=wall)
+    script = str(ROOT / "docs" / "compare_runs.py")
+    proc = subprocess.run([sys.executable, script, str(run), "--tags", "episode/length",
+                           "--hours", "--until", "0.15", "--window", "0.05",
+                           "--out", str(tmp_path / "h.png")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # the stop does not count: point 5 comes at 8 minutes of training, like point 4
+    assert "last    5.000 at 0.13 h" in proc.stdout
+    assert "mean of last 0.05 h    4.000" in proc.stdout
+    bad = subprocess.run([sys.executable, script, str(run), "--hours", "--csv",
+                          str(tmp_path / "x.csv"), "--out", str(tmp_path / "x.png")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "--hours needs run folders" in bad.stderr
