@@ -20,12 +20,13 @@ from task_rate import task_steps_per_s
 from penspin.config import apply_overrides
 from penspin.learning.run_oracle import OracleRunConfig, build
 
-VARIANTS = {
+VARIANTS = {  # the defaults: 3 epochs, 50 points, 2 learn threads
     "defaults": [],
     "1 learn thread": ["train.learn_threads=1"],
-    "3 epochs": ["train.ppo.mini_epochs=3"],
-    "50 points": ["env.obs.num_points=50"],
-    "3 epochs, 50 points": ["train.ppo.mini_epochs=3", "env.obs.num_points=50"],
+    "5 epochs": ["train.ppo.mini_epochs=5"],
+    "100 points": ["env.obs.num_points=100"],
+    "PenSpin's update (5 epochs, 100 points)": ["train.ppo.mini_epochs=5",
+                                                "env.obs.num_points=100"],
 }
 
 
@@ -54,11 +55,11 @@ def measure(num_envs: int, iterations: int, overrides: list[str], run_dir: str) 
     trainer._iteration()  # warm-up (allocations, first resets)
     physics.clear()
     rows = [trainer._iteration() for _ in range(iterations)]
+    phys = sum(physics)
     task = task_steps_per_s(trainer.env, trainer.cfg.ppo.horizon_length * iterations)
     trainer.env.close()
     total = sum(r["time/iteration_s"] for r in rows)
     env = sum(r["time/env_step_s"] for r in rows)
-    phys = sum(physics)
     learn = sum(r["time/learn_s"] for r in rows)
     policy = sum(r["time/policy_s"] for r in rows)
     steps = trainer.steps_per_iteration() * iterations

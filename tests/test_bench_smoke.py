@@ -45,9 +45,9 @@ def test_distillation_and_training_benchmarks_print_one_row_per_variant(tmp_path
     assert [r.split("|")[1].strip() for r in rows] == ["conv, 1 epoch", "transformer, 2 epochs"]
     assert all(float(r.split("|")[2]) > 0 for r in rows)
     rows = _table_rows("bench_train.py", "--iterations", "1", "--envs", "4",
-                       "--run-dir", str(tmp_path / "t"), "--variants", "defaults", "3 epochs",
+                       "--run-dir", str(tmp_path / "t"), "--variants", "defaults", "5 epochs",
                        "--set", "env.num_threads=1", "train.ppo.horizon_length=4")
-    assert [r.split("|")[2].strip() for r in rows] == ["defaults", "3 epochs"]
+    assert [r.split("|")[2].strip() for r in rows] == ["defaults", "5 epochs"]
 
 
 def test_replay_benchmark_times_the_loop_with_and_without_colour():

@@ -14,7 +14,9 @@ import torch
 from penspin.cli import main
 from penspin.config import apply_overrides
 from penspin.learning.checkpoint import load_checkpoint
+from penspin.learning.oracle_trainer import OracleTrainConfig
 from penspin.learning.run_oracle import OracleRunConfig, build
+from penspin.task.config import TaskConfig
 from penspin.task.grasps import CACHE_KEYS, load_cache
 
 TINY = ["env.num_envs=4", "env.num_threads=1", "train.ppo.horizon_length=4",
@@ -35,6 +37,13 @@ def test_keys_lists_config(capsys):
     main(["train-oracle", "--keys"])
     out = capsys.readouterr().out
     assert "env.num_envs=256" in out and "train.ppo.horizon_length=12" in out
+
+
+def test_train_oracle_departs_from_penspin_in_the_four_documented_settings():
+    penspin = apply_overrides(OracleRunConfig(), [
+        "env.obs.num_points=100", "env.randomization.friction_dist=uniform",
+        "train.ppo.mini_epochs=5", "train.ppo.bounds_loss_coef=0"])
+    assert penspin.env == TaskConfig() and penspin.train == OracleTrainConfig()
 
 
 def test_overrides_may_follow_options(capsys):
