@@ -8,7 +8,9 @@
 # Run this again to resume every arm from its last.pt; a finished arm exits at once.
 set -uo pipefail
 RUNS=${RUNS:-checkpoints/ablation}
-COMMON="env.num_threads=1 train.learn_threads=1 train.max_env_steps=10000000 train.progress=false"
+# PenSpin's settings, as the v1 run had them (train-oracle's defaults changed afterwards)
+PENSPIN="env.obs.num_points=100 env.randomization.friction_dist=uniform train.ppo.mini_epochs=5 train.ppo.bounds_loss_coef=0"
+COMMON="$PENSPIN env.num_threads=1 train.learn_threads=1 train.max_env_steps=10000000 train.progress=false"
 declare -A ARM=([no-touch]="env.obs.tactile=false" [no-priv]="train.network.use_priv=false"
                 [no-z-reward]="env.reward.z_dist_penalty=0")
 for arm in "${!ARM[@]}"; do
