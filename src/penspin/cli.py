@@ -87,6 +87,12 @@ def _cmd_replay(args) -> None:
     main(args)
 
 
+def _cmd_sim_hand(args) -> None:
+    from penspin.robot.sim_hand import main
+
+    main(args)
+
+
 def _cmd_finetune(args) -> None:
     from penspin.finetune.run import main
 
@@ -198,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default="real_data", help="folder for real_data.h5, videos, log")
     _add_overrides(p)
     p.set_defaults(func=_cmd_replay)
+
+    p = sub.add_parser("sim-hand", help="serve the proxy-real hand over ROS 2 as an Allegro "
+                                        "driver (a digital twin for --robot ros2)")
+    _add_overrides(p)
+    p.set_defaults(func=_cmd_sim_hand)
 
     p = sub.add_parser("finetune", help="step 4: train a student further on real_data.h5")
     p.add_argument("--real-dataset-folder", default="",

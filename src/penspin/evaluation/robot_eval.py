@@ -90,16 +90,18 @@ def _controller(source, robot, part: Trajectories, steps: int, tracker_cfg):
 def run_on_robot(source, traj: Trajectories, kind: str, cfg: RobotEvalConfig,
                  progress: bool = True) -> dict:
     """Trials of one policy (or ``REPLAY``); per-trial arrays."""
-    if kind != "proxy":
-        raise ConfigError("automatic evaluation needs the proxy's pen pose; on a real hand use "
+    if kind != "proxy" and not (kind == "ros2" and cfg.robot.ros2.pen_pose_topic):
+        raise ConfigError("automatic evaluation needs the pen's pose: the proxy's, or over ROS 2 "
+                          "a tracker's (robot.ros2.pen_pose_topic=...); without one use "
                           "`penspin replay --robot ros2` and judge trials by eye")
     ids = np.tile(np.arange(len(traj)), cfg.repeats)
     steps = traj.targets.shape[1] if cfg.steps <= 0 else min(cfg.steps, traj.targets.shape[1])
     raw = {k: [] for k in ("rotation", "held", "dropped")}
     label = "replay" if source == REPLAY else Path(source.path).name
     bar = tqdm(total=len(ids), desc=f"{label} on {kind}", unit="trial", disable=not progress)
-    for b, start in enumerate(range(0, len(ids), cfg.batch)):
-        part = traj.subset(ids[start:start + cfg.batch])
+    batch = cfg.batch if kind == "proxy" else 1  # one real hand
+    for b, start in enumerate(range(0, len(ids), batch)):
+        part = traj.subset(ids[start:start + batch])
         with open_robot(kind, cfg.robot, part.pen_name.tolist(), seed_offset=b) as robot:
             judge = PoseJudge(robot)
             run_trial(robot, _controller(source, robot, part, steps, cfg.robot.ends),

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from penspin.config import ConfigError
+from penspin.config import ConfigError, UserFacingError
 from penspin.learning.kinematics import FingertipFK
 from penspin.replay import dataset
 from penspin.replay.trajectories import Trajectories
@@ -124,7 +124,8 @@ def replay(traj: Trajectories, kind: str, cfg: ReplayConfig, out_dir: str | Path
         sel = trials[start:start + batch]
         part = traj.subset(sel)
         with open_robot(kind, cfg.robot, part.pen_name.tolist(), seed_offset=b) as robot:
-            judge = (PoseJudge(robot, rs.min_rotation, rs.drop_margin) if kind == "proxy"
+            judge = (PoseJudge(robot, rs.min_rotation, rs.drop_margin)
+                     if kind == "proxy" or getattr(robot, "has_pen_pose", False)
                      else AskJudge(robot))
             if rs.camera and not robot.has_camera:
                 raise ConfigError(f"replay.camera=true, but the {kind} robot has no camera")
@@ -135,7 +136,13 @@ def replay(traj: Trajectories, kind: str, cfg: ReplayConfig, out_dir: str | Path
             log = run_trial(robot, OpenLoop(part.targets[:, :steps]), part.start_state(), steps,
                             judge, record_fn=_recorder(robot, tracker), frame_fn=videos)
         if isinstance(judge, AskJudge):
-            judge.decide()
+            try:
+                judge.decide()
+            except EOFError:
+                raise UserFacingError(
+                    f"standard input closed while asking whether trial {first_trial + start} "
+                    "succeeded; the demos judged before it are in the file. Run interactively, "
+                    "or judge from a pen pose topic (robot.ros2.pen_pose_topic)") from None
         ok = judge.success()
         first, end = judge.kept_window()
         held = judge.held_seconds() if isinstance(judge, PoseJudge) else None
@@ -158,6 +165,8 @@ def replay(traj: Trajectories, kind: str, cfg: ReplayConfig, out_dir: str | Path
         compute += log.compute
         bar.update(len(sel))
         bar.set_postfix(kept=kept, success=f"{np.mean([r['success'] for r in records]):.2f}")
+        if 0 < rs.max_demos <= kept:
+            break  # the file holds max_demos demos: no more trials to run
     bar.close()
     summary = {
         "robot": kind, "trials": len(records),

@@ -38,5 +38,5 @@ def open_robot(kind: str, cfg: RobotConfig, pen_names: list[str] | None = None,
     if kind == "ros2":
         from penspin.robot.ros2 import Ros2Robot
 
-        return Ros2Robot(cfg.ros2, cfg.limits)
+        return Ros2Robot(cfg.ros2, cfg.limits, pen_names=pen_names, seed_offset=seed_offset)
     raise ConfigError(f"unknown robot {kind!r}; choose from {ROBOTS}")
