@@ -181,8 +181,10 @@ def test_replay_over_dds_matches_the_in_process_proxy_and_appends(exported, ros_
     main(["replay", "--trajectories", str(exported), "--out-dir", str(proxy), *REPLAY,
           "replay.repeats=2", "replay.batch=1"])
     plog = json.loads((proxy / "replay_log.json").read_text())
+    # (The ros2 judge works from the published poses, the proxy from its own state: seen a few
+    # micro-radians apart on some machines, far inside the trial-to-trial noise of tenths.)
     for a, b in zip(log["records"], plog["records"], strict=True):
-        assert a["rotation_rad"] == pytest.approx(b["rotation_rad"], abs=1e-6)
+        assert a["rotation_rad"] == pytest.approx(b["rotation_rad"], abs=1e-4)
         assert a["dropped"] == b["dropped"] and a["kept_steps"] == b["kept_steps"]
     # ... and the same file, in the original's layout (the proxy adds touch, a real hand not).
     ros, sim = _h5_layout(ros_replayed / dataset.FILE_NAME), _h5_layout(proxy / dataset.FILE_NAME)

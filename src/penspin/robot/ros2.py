@@ -194,6 +194,13 @@ class Ros2Robot(HandRobot):
 
     def _check_alive(self) -> None:
         """Raise if the joint states (or the pen poses being judged) stopped coming."""
+        if self._silent(time.monotonic()):
+            # One spin runs one callback: after a slow stretch of our own (writing a demo, a
+            # slow step) states may be waiting in the queue. Take them in before judging.
+            for _ in range(4 * self.config.qos_depth):
+                self._rclpy.spin_once(self._node, timeout_sec=0.0)
+                if not self._silent(time.monotonic()):
+                    break
         now = time.monotonic()
         if self._stamp is not None and now - self._stamp > self.config.silence_timeout:
             raise SafetyError(
@@ -208,6 +215,12 @@ class Ros2Robot(HandRobot):
                 f" (limit ros2.pose_timeout={self.config.pose_timeout} s), stopping: the tracker"
                 " lost the pen or stopped"
             )
+
+    def _silent(self, now: float) -> bool:
+        stale_state = self._stamp is not None and now - self._stamp > self.config.silence_timeout
+        stale_pose = (self.has_pen_pose and self._pose_stamp is not None
+                      and now - self._pose_stamp > self.config.pose_timeout)
+        return stale_state or stale_pose
 
     def _ask(self, prompt: str) -> str:
         try:
@@ -242,7 +255,10 @@ class Ros2Robot(HandRobot):
                     f" listening on {self.config.place_topic}?"
                 )
             self._rclpy.spin_once(self._node, timeout_sec=0.02)
-            self._check_alive()
+        # A placer may pause the driver while it places the pen (sim-hand rebuilds its world):
+        # judge the hand's liveness afresh from the states that follow the placement.
+        self._latest = self._stamp = self._pose = self._pose_stamp = None
+        self._wait_for_states("after the pen placement")
 
     def _sample_pose(self) -> None:
         """Take the newest pen pose as this step's, and its angular velocity since the last."""
@@ -277,22 +293,26 @@ class Ros2Robot(HandRobot):
         pos = self.pen_pos()
         return np.stack([pos + off, pos - off], 1)
 
-    def _start(self, start: StartState | None) -> np.ndarray:
+    def _wait_for_states(self, after: str) -> None:
+        """Spin until a joint state (and a pen pose, when judged) has arrived since the last clear."""
         wait_until = time.monotonic() + self.config.state_timeout
         while self._latest is None or (self.has_pen_pose and self._pose is None):
             if time.monotonic() > wait_until:
                 if self._latest is not None:
                     raise UserFacingError(
                         f"no pen pose on {self.config.pen_pose_topic} within"
-                        f" {self.config.state_timeout} s: is the tracker (or penspin sim-hand)"
-                        " publishing geometry_msgs/PoseStamped there?"
+                        f" {self.config.state_timeout} s {after}: is the tracker (or penspin"
+                        " sim-hand) publishing geometry_msgs/PoseStamped there?"
                     )
                 raise UserFacingError(
                     f"no joint state on {self.config.state_topic} within"
-                    f" {self.config.state_timeout} s: is the Allegro driver running and"
+                    f" {self.config.state_timeout} s {after}: is the Allegro driver running and"
                     f" publishing {self.config.message_type}?"
                 )
-            self._rclpy.spin_once(self._node, timeout_sec=0.1)
+            self._rclpy.spin_once(self._node, timeout_sec=0.02)
+
+    def _start(self, start: StartState | None) -> np.ndarray:
+        self._wait_for_states("of the trial's start")
         q0 = self.read()
         goal = REAL_INIT_QPOS[None] if start is None else np.asarray(start.target)
         # Enough steps to take start_seconds, and enough that none exceeds the guard's max_step.
