@@ -99,6 +99,18 @@ def _cmd_finetune(args) -> None:
     main(args)
 
 
+def _cmd_excite(args) -> None:
+    from penspin.calibration.excite import main
+
+    main(args)
+
+
+def _cmd_calibrate(args) -> None:
+    from penspin.calibration.run import main
+
+    main(args)
+
+
 def _cmd_release(args) -> None:
     from penspin.learning.checkpoint import release_copy
 
@@ -143,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", default="", help="folder for logs and checkpoints (default: "
                    "runs/oracle; with --resume, the checkpoint's own folder)")
     p.add_argument("--resume", default="", help="checkpoint to continue from (e.g. RUN/last.pt)")
+    p.add_argument("--calibration", default="", help="a penspin calibrate JSON: centre the "
+                   "task's dynamics randomisation on it (new runs; a resumed run keeps its own)")
     _add_overrides(p)
     p.set_defaults(func=_cmd_train_oracle)
 
@@ -165,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", default="", help="folder for logs and checkpoints (default: "
                    "runs/student-rl; with --resume, the checkpoint's own folder)")
     p.add_argument("--resume", default="", help="train-student-rl checkpoint to continue from")
+    p.add_argument("--calibration", default="", help="a penspin calibrate JSON: centre the "
+                   "task's dynamics randomisation on it (new runs; a resumed run keeps its own)")
     _add_overrides(p)
     p.set_defaults(func=_cmd_train_student_rl)
 
@@ -224,6 +240,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overrides(p)
     p.set_defaults(func=_cmd_finetune)
 
+    p = sub.add_parser("excite", help="record chirps and steps on every joint (pen absent) "
+                                      "for penspin calibrate")
+    p.add_argument("--robot", default="proxy", choices=("proxy", "ros2"),
+                   help="proxy: the proxy-real MuJoCo world; ros2: a real Allegro hand")
+    p.add_argument("--out-dir", default="excite_data", help="folder for excite_data.h5 and log")
+    _add_overrides(p)
+    p.set_defaults(func=_cmd_excite)
+
+    p = sub.add_parser("calibrate", help="fit the simulated hand to a real hand's logs "
+                                         "(real-to-sim): a JSON file for --calibration")
+    p.add_argument("--real-dataset-folder", default="",
+                   help="folder (or .h5) with excite_data.h5 (preferred) or real_data.h5")
+    p.add_argument("--out", default="calibration.json", help="output JSON (and a .png of traces)")
+    _add_overrides(p)
+    p.set_defaults(func=_cmd_calibrate)
+
     p = sub.add_parser("release", help="copy a checkpoint without optimiser/RNG/env state")
     p.add_argument("src", help="a training checkpoint, e.g. runs/oracle/best.pt")
     p.add_argument("dst", help="where to write the slim copy")
@@ -249,7 +281,8 @@ def main(argv: list[str] | None = None) -> None:
         args.overrides = [*args.overrides, *extra]
     # Options a command needs to run, but not to list its keys with --keys.
     needed = {"eval": ("checkpoint",), "export-replay": ("oracle", "out"),
-              "replay": ("trajectories",), "finetune": ("real_dataset_folder",)}
+              "replay": ("trajectories",), "finetune": ("real_dataset_folder",),
+              "calibrate": ("real_dataset_folder",)}
     missing = [f"--{name.replace('_', '-')}" for name in needed.get(args.command, ())
                if not getattr(args, name)]
     if missing and not getattr(args, "keys", False):

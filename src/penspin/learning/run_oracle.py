@@ -19,6 +19,7 @@ from penspin.learning.oracle_trainer import (
     cpu_has_bf16,
 )
 from penspin.learning.ppo import PPOConfig
+from penspin.task.calibration import calibrated, load_calibration
 from penspin.task.config import ObsConfig, RandomizationConfig, TaskConfig
 
 
@@ -64,6 +65,9 @@ def build(cfg: OracleRunConfig, run_dir: str | Path) -> OracleTrainer:
 
 def main(args) -> None:
     base = OracleRunConfig()
+    if getattr(args, "calibration", "") and not args.resume:
+        base = dataclasses.replace(base, env=calibrated(base.env,
+                                                        load_calibration(args.calibration)))
     if args.resume:
         # Continue with the run's own settings; overrides on the command line still apply.
         base = from_dict(OracleRunConfig, load_checkpoint(args.resume, CHECKPOINT_KIND)["config"])

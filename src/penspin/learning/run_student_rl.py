@@ -18,6 +18,7 @@ from penspin.learning.oracle_trainer import load_oracle, oracle_from_payload
 from penspin.learning.run_student import student_env
 from penspin.learning.student import StudentActorCritic, with_defaults
 from penspin.learning.student_rl import StudentRLConfig, StudentRLTrainer
+from penspin.task.calibration import calibrated, load_calibration
 from penspin.task.config import TaskConfig
 
 
@@ -67,6 +68,10 @@ def main(args) -> None:
         resolve(StudentRLRunConfig(env=student_env(TaskConfig())), args)
         return
     base, student, critic, sources = _sources(args)
+    if getattr(args, "calibration", "") and not args.resume:
+        base = dataclasses.replace(base, env=calibrated(base.env,
+                                                        load_calibration(args.calibration)))
+        sources = {**sources, "calibration": args.calibration}
     cfg = resolve(base, args)
     if cfg is None:
         return

@@ -294,7 +294,7 @@ class Ros2Robot(HandRobot):
         return np.stack([pos + off, pos - off], 1)
 
     def _wait_for_states(self, after: str) -> None:
-        """Spin until a joint state (and a pen pose, when judged) has arrived since the last clear."""
+        """Spin until a joint state (and a pen pose, when judged) arrives after the last clear."""
         wait_until = time.monotonic() + self.config.state_timeout
         while self._latest is None or (self.has_pen_pose and self._pose is None):
             if time.monotonic() > wait_until:

@@ -71,9 +71,15 @@ def pd_gain_writes(kp: Array, kd: Array) -> list[Write]:
             ("actuator_biasprm", (slice(None), 2), -kd)]
 
 
+def joint_friction_writes(frictionloss: Array) -> list[Write]:
+    """Dry friction ``frictionloss`` [num_envs, nu] (N m) on the hand's joints (dofs 0..nu-1)."""
+    return [("dof_frictionloss", (slice(0, frictionloss.shape[-1]),), frictionloss)]
+
+
 class PerEnvParams:
-    """``set_pen`` and ``set_pd_gains`` for a backend that turns values (torch tensors or arrays)
-    into its float64 arrays with ``_values`` and applies writes with ``_write``."""
+    """``set_pen``, ``set_pd_gains`` and ``set_joint_friction`` for a backend that turns values
+    (torch tensors or arrays) into its float64 arrays with ``_values`` and applies writes with
+    ``_write``."""
 
     layout: SceneLayout
 
@@ -85,6 +91,9 @@ class PerEnvParams:
 
     def set_pd_gains(self, env_ids, kp, kd) -> None:
         self._write(env_ids, pd_gain_writes(self._values(kp), self._values(kd)))
+
+    def set_joint_friction(self, env_ids, frictionloss) -> None:
+        self._write(env_ids, joint_friction_writes(self._values(frictionloss)))
 
     def set_pen(self, env_ids, radius, length, mass, com, friction, dampratio) -> None:
         """Give each listed env its own pen: a capsule ``length`` end to end, inertia from shape."""

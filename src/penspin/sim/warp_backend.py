@@ -41,7 +41,7 @@ _MAX_SPEED = 1e3
 # Model fields that differ per env; everything else is shared by all worlds.
 _BATCHED = ("geom_size", "geom_rbound", "geom_aabb", "geom_pos", "geom_friction", "geom_solref",
             "body_mass", "body_inertia", "body_ipos", "body_invweight0", "dof_invweight0",
-            "actuator_gainprm", "actuator_biasprm")
+            "actuator_gainprm", "actuator_biasprm", "dof_frictionloss")
 
 
 class WarpBackend(TensorState, PerEnvParams):

@@ -60,6 +60,12 @@ class RandomizationConfig:
     restitution: tuple[float, ...] = (0.0, 1.0)
     kp: tuple[float, ...] = (2.5, 3.5)
     kd: tuple[float, ...] = (0.09, 0.11)
+    # (low, high) N m of joint dry friction per env; PenSpin's training has none. A calibration
+    # (penspin calibrate) centres it on what a real hand's replays show.
+    frictionloss: tuple[float, ...] = (0.0, 0.0)
+    # (low, high) physics substeps by which a new joint target reaches the actuators (a real
+    # driver's command latency); the first ones still track the previous target.
+    latency_substeps: tuple[int, ...] = (0, 0)
     obs_noise_episode: float = 0.01
     obs_noise_step: float = 0.005
     action_noise_episode: float = 0.01
@@ -115,7 +121,11 @@ class TaskConfig:
         if self.randomization.friction_dist not in ("uniform", "arcsine"):
             raise ConfigError("randomization.friction_dist must be uniform or arcsine, got "
                               f"{self.randomization.friction_dist!r}")
-        for name in ("mass", "friction", "restitution", "kp", "kd"):
+        lat = self.randomization.latency_substeps
+        if len(lat) != 2 or not 0 <= lat[0] <= lat[1] <= self.substeps:
+            raise ConfigError("randomization.latency_substeps must be (low, high) with 0 <= low "
+                              f"<= high <= substeps ({self.substeps}), got {lat}")
+        for name in ("mass", "friction", "restitution", "kp", "kd", "frictionloss"):
             lo_hi = getattr(self.randomization, name)
             if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
                 raise ConfigError(f"randomization.{name} must be (low, high), got {lo_hi}")

@@ -109,6 +109,9 @@ class PenSpinEnv:
         self.pen_scale = z(n)
         self.kp = z(n, 16)
         self.kd = z(n, 16)
+        self.frictionloss = z(n, 16)
+        self.latency = torch.zeros(n, dtype=torch.long, device=d)
+        self.substep_index = torch.arange(cfg.substeps, device=d)
         self.obs_noise_e = z(n, 16)
         self.action_noise_e = z(n, 16)
         self.push_force = z(n, 3)
@@ -144,9 +147,14 @@ class PenSpinEnv:
                              f"got {tuple(actions.shape)}")
         cfg, rc = self.cfg, self.cfg.randomization
         n = self.num_envs
+        previous = self.targets
         self.targets = self.next_targets(actions)
         step_noise = self._randn(n, cfg.substeps, 16) * rc.action_noise_step
-        self.backend.ctrl[:] = self.targets[:, None] + self.action_noise_e[:, None] + step_noise
+        target = self.targets[:, None]
+        if rc.latency_substeps[1] > 0:
+            late = self.substep_index[None] < self.latency[:, None]
+            target = torch.where(late[..., None], previous[:, None], target)
+        self.backend.ctrl[:] = target + self.action_noise_e[:, None] + step_noise
         self._apply_pushes()
 
         self.pen_pos_prev = self._pen_pos()
@@ -227,6 +235,13 @@ class PenSpinEnv:
         self.pen_restitution[ids] = _uniform(self.gen, *rc.restitution, k)
         self.kp[ids] = _uniform(self.gen, *rc.kp, k, 16)
         self.kd[ids] = _uniform(self.gen, *rc.kd, k, 16)
+        # Drawn only when asked for, so the training world's random stream is PenSpin's as before.
+        if rc.frictionloss[1] > 0:
+            self.frictionloss[ids] = _uniform(self.gen, *rc.frictionloss, k, 16)
+        if rc.latency_substeps[1] > 0:
+            lo, hi = rc.latency_substeps
+            self.latency[ids] = torch.randint(lo, hi + 1, (k,), generator=self.gen,
+                                              device=self.device)
         self.obs_noise_e[ids] = self._randn(k, 16) * rc.obs_noise_episode
         self.action_noise_e[ids] = self._randn(k, 16) * rc.action_noise_episode
         self._apply_env_params(ids)
@@ -261,6 +276,8 @@ class PenSpinEnv:
         self.backend.set_pen(ids, self.pen_radius[ids], self.pen_length[ids], self.pen_mass[ids],
                              self.pen_com[ids], self.pen_friction[ids], damp)
         self.backend.set_pd_gains(ids, self.kp[ids], self.kd[ids])
+        if self.cfg.randomization.frictionloss[1] > 0:
+            self.backend.set_joint_friction(ids, self.frictionloss[ids])
 
     # Physics inputs ---------------------------------------------------------------------------
     def _apply_pushes(self) -> None:
@@ -377,7 +394,8 @@ class PenSpinEnv:
     # Exact resume -----------------------------------------------------------------------------
     _STATE_TENSORS = ("targets", "init_q", "progress", "pen_pos_prev", "pen_quat_prev",
                       "pen_angvel", "pen_radius", "pen_length", "pen_mass", "pen_friction",
-                      "pen_com", "pen_restitution", "pen_scale", "kp", "kd", "obs_noise_e",
+                      "pen_com", "pen_restitution", "pen_scale", "kp", "kd", "frictionloss",
+                      "latency", "obs_noise_e",
                       "action_noise_e", "push_force", "tactile", "proprio_hist", "tactile_hist",
                       "ends_hist", "ep_reward", "ep_rotation")
 
@@ -393,7 +411,8 @@ class PenSpinEnv:
 
     def set_state(self, state: dict) -> None:
         for k in self._STATE_TENSORS:
-            setattr(self, k, state[k].to(self.device, copy=True))
+            if k in state:  # states saved before a tensor existed keep its zero default
+                setattr(self, k, state[k].to(self.device, copy=True))
         self.backend.set_physics(state["physics"], state["sensors"])
         saved_on = state.get("rng_device", "cpu")  # states from before the key: CPU envs
         if saved_on == self.device.type:
