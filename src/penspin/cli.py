@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="", help="policy .pt (default: random actions)")
     p.add_argument("--out", default="penspin.mp4", help="output video path")
     p.add_argument("--seconds", type=float, default=10.0, help="length of the video")
-    p.add_argument("--camera", default="front", choices=("front", "top"))
+    p.add_argument("--camera", default="front", choices=("front", "top", "close"))
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
     _add_overrides(p)

@@ -148,6 +148,10 @@ def main(args) -> None:
         raw = run_on_robot(source, traj, args.robot, cfg)
         metrics = summarise(raw, raw["pens"], raw["horizon_s"])
         metrics["policy"] = path
+        # Per trial, in trial order, so rows can be compared paired on the same trials.
+        metrics["per_trial"] = {"rotation_rad": raw["rotation"].tolist(),
+                                "time_held_s": raw["held"].tolist(),
+                                "dropped": raw["dropped"].tolist(), "pen": raw["pens"].tolist()}
         results.append(metrics)
     print(format_rows(results))
     if args.out:

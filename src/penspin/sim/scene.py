@@ -168,6 +168,7 @@ def build_scene_xml(pen_radius: float = 0.0116, pen_length: float = 0.13) -> str
     <geom name="floor" class="visual" type="plane" size="1 1 0.01" material="grid"/>
     <camera name="front" pos="0 -0.42 0.78" xyaxes="1 0 0 0 0.55 0.835"/>
     <camera name="top" pos="0 -0.05 0.95" xyaxes="1 0 0 0 1 0"/>
+    <camera name="close" pos="0 -0.25 0.73" xyaxes="1 0 0 0 0.55 0.835"/>
     <body name="palm" pos="{_fmt(A.PALM_POS)}" quat="{_fmt(palm_quat)}">
       <inertial pos="-0.0093 0 -0.0475" mass="{A.PALM_MASS}" diaginertia="4e-4 3e-4 2e-4"/>
       <geom name="palm" type="box" size="0.0204 0.0565 0.0475" pos="-0.0093 0 -0.0475"/>
