@@ -50,7 +50,7 @@ class EnvFrames:
                  height: int = 480):
         model = backend.models[index]
         if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera) < 0:
-            raise ConfigError(f"unknown camera {camera!r}; the scene has 'front', 'top' and 'close'")
+            raise ConfigError(f"unknown camera {camera!r}; the scene has 'front', 'top', 'close'")
         vis = model.vis.global_
         vis.offwidth, vis.offheight = max(vis.offwidth, width), max(vis.offheight, height)
         style_model(model)
