@@ -33,7 +33,7 @@ train: install
 	$(BIN)/penspin train-oracle
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
 
 test: install lint
 	$(BIN)/pytest -q

@@ -1,4 +1,4 @@
-"""docs/compare_runs.py: curves of several runs, and the binned CSV that keeps them."""
+"""scripts/compare_runs.py: curves of several runs, and the binned CSV that keeps them."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ def _run(path: Path, slope: float) -> Path:
 def test_binned_csv_holds_each_runs_means_per_window(tmp_path):
     a, b = _run(tmp_path / "a", 1.0), _run(tmp_path / "b", 2.0)
     out = tmp_path / "c.csv"
-    proc = subprocess.run([sys.executable, str(ROOT / "docs" / "compare_runs.py"), str(a), str(b),
+    script = str(ROOT / "scripts" / "compare_runs.py")
+    proc = subprocess.run([sys.executable, script, str(a), str(b),
                            "--labels", "A", "B", "--tags", "episode/length", "--window", "0.5",
                            "--out", str(tmp_path / "c.png"), "--csv", str(out)],
                           capture_output=True, text=True, timeout=120)
@@ -37,12 +38,12 @@ def test_binned_csv_holds_each_runs_means_per_window(tmp_path):
 
 def test_a_run_comes_back_from_its_binned_csv(tmp_path):
     first = tmp_path / "first.csv"
-    subprocess.run([sys.executable, str(ROOT / "docs" / "compare_runs.py"),
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "compare_runs.py"),
                     str(_run(tmp_path / "a", 1.0)), "--labels", "A", "--tags", "episode/length",
                     "--window", "0.5", "--out", str(tmp_path / "a.png"), "--csv", str(first)],
                    check=True, capture_output=True, timeout=120)
     again = tmp_path / "again.csv"
-    proc = subprocess.run([sys.executable, str(ROOT / "docs" / "compare_runs.py"),
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare_runs.py"),
                            f"{first}#A", str(_run(tmp_path / "b", 2.0)), "--labels", "A", "B",
                            "--tags", "episode/length", "--window", "0.5",
                            "--out", str(tmp_path / "b.png"), "--csv", str(again)],
@@ -50,7 +51,7 @@ def test_a_run_comes_back_from_its_binned_csv(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [(r["run"], r["from_M"], float(r["mean"])) for r in csv.DictReader(again.open())]
     assert rows == [("A", "0", 2.0), ("A", "0.5", 7.0), ("B", "0", 4.0), ("B", "0.5", 14.0)]
-    bad = subprocess.run([sys.executable, str(ROOT / "docs" / "compare_runs.py"), f"{first}#Z",
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare_runs.py"), f"{first}#Z",
                           "--out", str(tmp_path / "z.png")], capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode != 0 and "no run labelled 'Z'" in bad.stderr
@@ -62,7 +63,7 @@ def test_hours_put_training_wall_clock_on_the_x_axis(tmp_path):
         for k in range(10):
             wall = 1e9 + k * 120 + (3600 if k >= 5 else 0)
             writer.add_scalar("episode/length", float(k), k * 100_000, walltime=wall)
-    script = str(ROOT / "docs" / "compare_runs.py")
+    script = str(ROOT / "scripts" / "compare_runs.py")
     proc = subprocess.run([sys.executable, script, str(run), "--tags", "episode/length",
                            "--hours", "--until", "0.15", "--window", "0.05",
                            "--out", str(tmp_path / "h.png")],
@@ -75,3 +76,13 @@ def test_hours_put_training_wall_clock_on_the_x_axis(tmp_path):
                           str(tmp_path / "x.csv"), "--out", str(tmp_path / "x.png")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "--hours needs run folders" in bad.stderr
+
+
+def test_a_run_record_reads_back_from_its_curves_csv(tmp_path):
+    from penspin.viz.curves import read_scalars, write_binned_csv
+
+    record = tmp_path / "record"
+    write_binned_csv(_run(tmp_path / "a", 1.0), record / "curves.csv", bin_steps=200_000)
+    back = read_scalars(record)  # no events there: the CSV stands in
+    assert [(s, v) for _, s, v in back["episode/length"]] == [
+        (0.0, 0.5), (2e5, 2.5), (4e5, 4.5), (6e5, 6.5), (8e5, 8.5)]

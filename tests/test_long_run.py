@@ -1,4 +1,4 @@
-"""docs/long_run.py: a run stitched across the runs it was resumed through; collapse check."""
+"""scripts/long_run.py: a run stitched across the runs it was resumed through; collapse check."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ def test_segments_stitch_at_their_resume_steps_and_the_longest_dip_is_found(tmp_
     # the first run collapsed after 3 M; the second resumed from its 2 M save and dipped once
     first = _run(tmp_path / "a", {0: 10.0, m: 50.0, 2 * m: 100.0, 3 * m: 10.0, 4 * m: 5.0})
     second = _run(tmp_path / "b", {3 * m: 95.0, 4 * m: 70.0, 5 * m: 75.0, 6 * m: 110.0})
-    proc = subprocess.run([sys.executable, str(ROOT / "docs" / "long_run.py"), f"{first}:{2 * m}",
+    script = str(ROOT / "scripts" / "long_run.py")
+    proc = subprocess.run([sys.executable, script, f"{first}:{2 * m}",
                            str(second), "--out", str(tmp_path / "l.png"),
                            "--csv", str(tmp_path / "l.csv")],
                           capture_output=True, text=True, timeout=120)

@@ -263,8 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="plot a run's learning curves to a PNG")
     p.add_argument("run_dir", help="a training run folder (holds tb/)")
-    p.add_argument("--out", default="curves.png", help="output PNG")
+    p.add_argument("--out", default="curves.png", help="output PNG ('' for none)")
     p.add_argument("--title", default="", help="figure title (default: the run folder)")
+    p.add_argument("--csv", default="", help="also write every scalar, binned, to this CSV")
+    p.add_argument("--bin-steps", type=float, default=1e5, help="CSV bin width in env steps")
     p.set_defaults(func=_cmd_plot)
     return parser
 

@@ -1,4 +1,6 @@
-"""``penspin plot``: a run's learning curves (episode length, rotation, reward) as one PNG.
+"""``penspin plot``: a run's learning curves (episode length, rotation, reward) as one PNG, and
+every logged scalar binned by env steps as a CSV (the run record kept in git instead of the
+TensorBoard events, which are large and stay out of the tree).
 
 Reads the run's TensorBoard events, so it works on a run that is still training, and plots each
 curve against env steps with wall-clock hours on a second axis: on a CPU, "how long until it
@@ -23,8 +25,10 @@ def read_scalars(run_dir: str | Path) -> dict[str, list[tuple[float, float, floa
 
     run_dir = Path(run_dir)
     files = sorted(run_dir.rglob("events.out.tfevents.*"))
+    if not files and (run_dir / "curves.csv").exists():
+        return _read_binned_csv(run_dir / "curves.csv")
     if not files:
-        raise FileNotFoundError(f"no TensorBoard events under {run_dir}")
+        raise FileNotFoundError(f"no TensorBoard events (or curves.csv) under {run_dir}")
     out: dict[str, list[tuple[float, float, float]]] = {}
     for f in files:
         acc = EventAccumulator(str(f), size_guidance={"scalars": 0})
@@ -38,6 +42,18 @@ def read_scalars(run_dir: str | Path) -> dict[str, list[tuple[float, float, floa
             by_step[step] = (wall, step, value)
         out[tag] = sorted(by_step.values(), key=lambda r: r[1])
     return out
+
+
+def _read_binned_csv(path: Path) -> dict[str, list[tuple[float, float, float]]]:
+    """A run record's curves (``write_binned_csv``) as scalars: one point per bin."""
+    import csv
+    import math
+
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    tags = [k for k in (rows[0] if rows else {}) if k not in ("bin_start_steps", "hours")]
+    return {t: [(float(r["hours"]) * 3600, float(r["bin_start_steps"]), float(r[t]))
+                for r in rows if not math.isnan(float(r[t]))] for t in tags}
 
 
 def training_hours(rows: list[tuple[float, float, float]]) -> list[float]:
@@ -86,6 +102,32 @@ def plot_run(run_dir: str | Path, out: str | Path, title: str = "") -> Path:
     return out
 
 
+def write_binned_csv(run_dir: str | Path, out: str | Path, bin_steps: float = 1e5) -> Path:
+    """Mean of every scalar per ``bin_steps`` env steps, with training hours at the bin's end."""
+    import csv
+    import math
+
+    scalars = read_scalars(run_dir)
+    tags = sorted(scalars)
+    clock = max(scalars.values(), key=len)  # the most often logged curve carries the wall clock
+    hours = dict(zip((r[1] for r in clock), training_hours(clock), strict=True))
+    bins: dict[int, dict[str, list[float]]] = {}
+    for tag in tags:
+        for _, step, value in scalars[tag]:
+            bins.setdefault(int(step // bin_steps), {}).setdefault(tag, []).append(value)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["bin_start_steps", "hours", *tags])
+        for b in sorted(bins):
+            end = [h for s, h in hours.items() if s < (b + 1) * bin_steps]
+            means = [sum(v) / len(v) if (v := bins[b].get(t)) else math.nan for t in tags]
+            writer.writerow([f"{b * bin_steps:g}", f"{max(end, default=0.0):.4f}",
+                             *(f"{m:.6g}" for m in means)])
+    return out
+
+
 def _interp(x, xs, ys):
     import numpy as np
 
@@ -93,5 +135,7 @@ def _interp(x, xs, ys):
 
 
 def main(args) -> None:
-    out = plot_run(args.run_dir, args.out, args.title)
-    print(f"wrote {out}")
+    if args.csv:
+        print(f"wrote {write_binned_csv(args.run_dir, args.csv, args.bin_steps)}")
+    if args.out:
+        print(f"wrote {plot_run(args.run_dir, args.out, args.title)}")
