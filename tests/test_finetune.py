@@ -12,11 +12,12 @@ import torch
 
 from penspin.config import ConfigError
 from penspin.finetune.run import FinetuneConfig, Finetuner, load_start
-from penspin.finetune.windows import build_windows, split
+from penspin.finetune.windows import build_windows, demo_weights, split, trajectory_groups
 from penspin.learning.checkpoint import load_checkpoint
 from penspin.learning.export import export_student
 from penspin.learning.policy import load_policy
-from penspin.replay.dataset import TOUCH_KEY, Demo
+from penspin.replay.dataset import TOUCH_KEY, Demo, append_demo, load_demos
+from penspin.robot.controllers import PolicyController
 from penspin.sim.allegro import JOINT_LOWER, JOINT_UPPER
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,6 +203,105 @@ def test_split_holds_out_whole_demos():
     assert len(set(w.demo[split(w, 0.01, seed=3)[1]].tolist())) == 1
     tr, va = split(w, 0.0, seed=0)
     assert len(va) == 0 and len(tr) == len(w)
+
+
+def _repeat(demo: Demo, seed: int, trajectory_id: int | None = None) -> Demo:
+    """Another replay of the same trajectory: the same targets, other readings."""
+    rng = np.random.default_rng(100 + seed)
+    qpos = demo.qpos + rng.normal(0, 0.01, demo.qpos.shape).astype(np.float32)
+    return Demo(f"{demo.name}-r{seed}", qpos, demo.target, demo.target - qpos,
+                demo.finger_tip_pose, trajectory_id=trajectory_id)
+
+
+def test_repeats_of_one_trajectory_never_straddle_the_split():
+    bases = [_stepped_demo(40 + k, k, f"t{k}") for k in range(4)]
+    demos = [_repeat(b, r) for b in bases for r in range(3)]  # older files: no trajectory ids
+    assert trajectory_groups(demos) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    w = build_windows(demos, SCALE, H)
+    for seed in range(5):
+        train, val = split(w, 0.25, seed)
+        assert set(w.group[train].tolist()).isdisjoint(w.group[val].tolist())
+        assert len(set(w.group[val].tolist())) == 1
+    # With trajectory ids, the ids decide, whatever the targets.
+    tagged = [_repeat(bases[0], 0, 5), _repeat(bases[1], 1, 5), _repeat(bases[2], 2, 6)]
+    assert trajectory_groups(tagged) == [0, 0, 1]
+    # Each trajectory weighs as one demo: three repeats a third each.
+    weights = demo_weights(w)
+    assert torch.allclose(weights, torch.full((len(w),), 1 / 3))
+
+
+def test_start_windows_are_what_the_controller_feeds(tmp_path):
+    demo = _stepped_demo(12, 0)
+    start = demo.target[0] - 2 * SCALE  # the hand held this before step 0
+    append_demo(tmp_path / "d.h5", demo.qpos, demo.target, demo.finger_tip_pose,
+                trajectory_id=3, start_target=start)
+    (saved,) = load_demos(tmp_path / "d.h5")
+    assert saved.trajectory_id == 3
+    np.testing.assert_allclose(saved.start_target, start)
+    w = build_windows([saved], SCALE, H)
+    assert len(w) == 12  # a window ends at every step from 0
+    fed = []
+
+    def act(inputs):
+        fed.append(inputs["proprio_hist"][0].numpy().copy())
+        return torch.zeros(1, 16)
+
+    ctrl = PolicyController(act, SCALE, history_len=H)
+    ctrl.start(saved.qpos[:1].astype(np.float64), start[None].astype(np.float64), None)
+    held = start
+    for t in range(3):  # the controller as run_trial drives it, along the demo's own targets
+        ctrl(t, saved.qpos[t:t + 1].astype(np.float64), held[None].astype(np.float64), None)
+        held = saved.target[t]
+    inputs, labels = w.batch(torch.arange(3))
+    for t in range(3):
+        np.testing.assert_allclose(inputs["proprio_hist"][t].numpy(), fed[t], atol=1e-6)
+    np.testing.assert_allclose(labels[0].numpy(), np.clip(
+        (saved.target[0] - start) / SCALE, -1, 1), atol=1e-5)
+
+
+def test_target_noise_relabels_towards_the_demos_absolute_target(tmp_path):
+    demos = [_smooth_demo(40, k) for k in range(2)]
+    cfg = _cfg(epochs=1, val_ratio=0.0, target_noise=0.01)
+    model, task, _ = load_start(str(STUDENT), cfg)
+    tuner = Finetuner(model, task, cfg, demos, tmp_path, str(STUDENT))
+    idx = torch.arange(8)
+    inputs, labels = tuner.windows.batch(idx)
+    torch.manual_seed(0)
+    noisy, relabelled = tuner._perturb(inputs, labels)
+    shift = noisy["proprio_hist"][..., 16:] - inputs["proprio_hist"][..., 16:]
+    assert shift.abs().max() > 0 and torch.allclose(shift, shift[:, :1].expand_as(shift), atol=1e-6)
+    assert torch.equal(noisy["proprio_hist"][..., :16], inputs["proprio_hist"][..., :16])
+    # Label + shifted last target = the demo's next target, as before the shift.
+    want = (labels - shift[:, -1] / task.action_scale).clamp(-1, 1)
+    assert torch.allclose(relabelled, want, atol=1e-5)
+
+
+def test_closed_loop_selection_keeps_the_best_scored_epoch_start_included(tmp_path):
+    demos = [_smooth_demo(40, k) for k in range(3)]
+    cfg = _cfg(epochs=4, select="proxy", select_every=2)
+    model, task, _ = load_start(str(STUDENT), cfg)
+    scores = iter([2.0, 1.0, 3.0])  # the start, epoch 2, epoch 4
+    tuner = Finetuner(model, task, cfg, demos, tmp_path, str(STUDENT),
+                      scorer=lambda m: next(scores))
+    history = tuner.train()
+    assert history["score"] == [[0, 2.0], [2, 1.0], [4, 3.0]]
+    assert load_checkpoint(tmp_path / "best.pt")["counters"]["epoch"] == 4
+    with pytest.raises(ConfigError, match="--trajectories"):
+        Finetuner(model, task, cfg, demos, tmp_path, str(STUDENT))
+
+
+def test_anchor_to_the_start_labels_simulated_states_with_the_frozen_start(tmp_path):
+    cfg = _cfg(epochs=1, val_ratio=0.0, anchor="start", anchor_weight=0.5, sim_samples=32)
+    model, task, _ = load_start(str(STUDENT), cfg)
+    tuner = Finetuner(model, task, cfg, [_smooth_demo(40, 0)], tmp_path, str(STUDENT))
+    inputs, labels = tuner.sim
+    with torch.no_grad():
+        assert torch.allclose(labels, tuner.start.act_inference(inputs), atol=1e-5)
+    tuner.train()
+    # The start stays frozen while the student moves.
+    moved = any(not torch.equal(a, b) for a, b in zip(model.parameters(),
+                                                      tuner.start.parameters(), strict=True))
+    assert moved
 
 
 # Finetuning -------------------------------------------------------------------------------------

@@ -173,9 +173,11 @@ def test_finetune_command_writes_checkpoints(finetuned, capsys):
     assert best["counters"]["epoch"] in (0, 1)  # the start competes for best.pt
     info = best["finetune"]
     assert info["source"] == STUDENT and info["demos"] == 3
-    # Three demos of 40 steps: 39 windows each (one ending at every step from 1, the first
-    # ones padded), one demo held out for validation.
-    assert info["train_windows"] == 2 * 39 and info["val_windows"] == 39
+    # Three demos of 40 steps, one held out for validation. The replayed one stores its start
+    # target: 40 windows (one ending at every step from 0, padded as the controller pads); the
+    # two hand-made ones do not: 39 each (from step 1).
+    assert info["train_windows"] + info["val_windows"] == 40 + 2 * 39
+    assert info["val_windows"] in (39, 40)
     history = load_checkpoint(finetuned / "last.pt")["finetune"]["history"]
     assert len(history["train"]) == 1 and len(history["val"]) == 2
     assert all(math.isfinite(v) for v in history["train"] + history["val"])

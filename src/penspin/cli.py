@@ -69,9 +69,12 @@ def _cmd_export_student(args) -> None:
 
 def _cmd_eval(args) -> None:
     import penspin.sim.gl  # noqa: F401  (headless GL before mujoco loads: camera students)
-    from penspin.evaluation.evaluate import main
+    from penspin.evaluation import evaluate, robot_eval
 
-    main(args)
+    # ``--checkpoint A.pt B.pt key=value``: overrides after the list land in it; move them.
+    args.overrides = [*args.overrides, *(c for c in args.checkpoint if "=" in c)]
+    args.checkpoint = [c for c in args.checkpoint if "=" not in c]
+    (robot_eval if getattr(args, "robot", "") else evaluate).main(args)
 
 
 def _cmd_export_replay(args) -> None:
@@ -232,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-path", default="",
                    help="student .pt to start from (empty: a fresh student, 'no pretrain')")
     p.add_argument("--run-dir", default="runs/finetune", help="folder for logs and checkpoints")
+    p.add_argument("--trajectories", default="",
+                   help="export-replay file whose proxy trials score checkpoints "
+                        "(train.select=proxy)")
     p.add_argument("--num-epochs", type=int, default=None, help="= train.epochs")
     p.add_argument("--real-batch-size", type=int, default=None, help="= train.batch_size")
     p.add_argument("--lr", type=float, default=None, help="= train.learning_rate")

@@ -16,29 +16,12 @@ import numpy as np
 import torch
 
 from penspin.cli_support import resolve
+from penspin.evaluation.stats import mean_ci, rate_ci
 from penspin.task.config import TaskConfig
 from penspin.task.episodes import run_episodes
 
 LENGTH_BINS = (0.0, 0.12, 0.14, 1.0)  # m: short, medium, long pens
 FRICTION_BINS = (0.0, 0.9, 2.3, 10.0)  # slippery, medium, sticky: survival is U-shaped in it
-
-
-def mean_ci(values: np.ndarray) -> dict:
-    """Mean and normal-approximation 95% interval."""
-    n = len(values)
-    mean = float(np.mean(values)) if n else math.nan
-    half = 1.96 * float(np.std(values, ddof=1)) / math.sqrt(n) if n > 1 else math.nan
-    return {"mean": mean, "ci95": [mean - half, mean + half]}
-
-
-def rate_ci(successes: int, n: int) -> dict:
-    """Wilson 95% interval of a rate (sensible near 0 and 1, unlike the normal one)."""
-    if n == 0:
-        return {"mean": math.nan, "ci95": [math.nan, math.nan]}
-    z, p = 1.96, successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return {"mean": p, "ci95": [max(centre - half, 0.0), min(centre + half, 1.0)]}
 
 
 def summarise(ep: dict[str, np.ndarray], horizon_s: float) -> dict:
@@ -123,13 +106,6 @@ def main(args) -> None:
     cloud; what a policy reads does not change the pens, grasps or physics of an episode)."""
     from penspin.learning.policy import load_policy
 
-    # ``--checkpoint A.pt B.pt key=value``: overrides after the list land in it; move them.
-    args.overrides = [*args.overrides, *(c for c in args.checkpoint if "=" in c)]
-    args.checkpoint = [c for c in args.checkpoint if "=" not in c]
-    if getattr(args, "robot", ""):
-        from penspin.evaluation.robot_eval import main as robot_main
-
-        return robot_main(args)
     if args.episodes < 1:
         raise SystemExit("penspin eval: --episodes must be >= 1")
     torch.set_num_threads(1)

@@ -12,31 +12,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from penspin.config import ConfigError, UserFacingError
-from penspin.evaluation.evaluate import mean_ci, rate_ci
+from penspin.config import UserFacingError
+from penspin.evaluation.stats import mean_ci, rate_ci
 from penspin.replay.trajectories import Trajectories
-from penspin.robot.camera import EndsTracker
-from penspin.robot.controllers import OpenLoop, PolicyController
-from penspin.robot.factory import RobotConfig, open_robot
+from penspin.replay.trials import REPLAY, RobotEvalConfig, run_on_robot
 from penspin.robot.proxy import PENS_BY_NAME
-from penspin.robot.trial import PoseJudge, run_trial
-
-REPLAY = "replay"  # the pseudo-checkpoint that plays the trajectories open loop
-
-
-@dataclass(frozen=True)
-class RobotEvalConfig:
-    robot: RobotConfig = field(default_factory=RobotConfig)
-    repeats: int = 1  # each trajectory's start is tried this many times
-    batch: int = 64  # proxy hands stepped side by side
-    steps: int = 0  # control steps per trial (0: the trajectories' length)
 
 
 def trial_metrics(rotation: np.ndarray, held: np.ndarray, dropped: np.ndarray,
@@ -68,55 +53,6 @@ def summarise(raw: dict, pens: np.ndarray, horizon_s: float) -> dict:
             out[group] = trial_metrics(*(raw[k][sel] for k in ("rotation", "held", "dropped")),
                                        horizon_s)
     return out
-
-
-def _controller(source, robot, part: Trajectories, steps: int, tracker_cfg):
-    if source == REPLAY:
-        return OpenLoop(part.targets[:, :steps])
-    if source.kind == "oracle":
-        obs = source.task.obs
-        if not hasattr(robot, "privileged"):
-            raise ConfigError("an oracle needs the simulator's state: only the proxy has it")
-        return PolicyController(source.act, source.task.action_scale, obs.history_len,
-                                privileged_fn=lambda r: r.privileged(obs.tactile, obs.num_points))
-    model = source.model
-    ends_fn = EndsTracker(tracker_cfg, robot.num_hands) if model.use_ends else None
-    return PolicyController(source.act, source.task.action_scale,
-                            history_len=model.input_shapes["proprio_hist"][0],
-                            use_touch=model.use_tactile, use_ends=model.use_ends,
-                            ends_fn=ends_fn)
-
-
-def run_on_robot(source, traj: Trajectories, kind: str, cfg: RobotEvalConfig,
-                 progress: bool = True) -> dict:
-    """Trials of one policy (or ``REPLAY``); per-trial arrays."""
-    if kind != "proxy" and not (kind == "ros2" and cfg.robot.ros2.pen_pose_topic):
-        raise ConfigError("automatic evaluation needs the pen's pose: the proxy's, or over ROS 2 "
-                          "a tracker's (robot.ros2.pen_pose_topic=...); without one use "
-                          "`penspin replay --robot ros2` and judge trials by eye")
-    ids = np.tile(np.arange(len(traj)), cfg.repeats)
-    steps = traj.targets.shape[1] if cfg.steps <= 0 else min(cfg.steps, traj.targets.shape[1])
-    raw = {k: [] for k in ("rotation", "held", "dropped")}
-    label = "replay" if source == REPLAY else Path(source.path).name
-    bar = tqdm(total=len(ids), desc=f"{label} on {kind}", unit="trial", disable=not progress)
-    batch = cfg.batch if kind == "proxy" else 1  # one real hand
-    for b, start in enumerate(range(0, len(ids), batch)):
-        part = traj.subset(ids[start:start + batch])
-        with open_robot(kind, cfg.robot, part.pen_name.tolist(), seed_offset=b) as robot:
-            judge = PoseJudge(robot)
-            run_trial(robot, _controller(source, robot, part, steps, cfg.robot.ends),
-                      part.start_state(), steps, judge, stop_when_dropped=True)
-        # A batch may stop early once every pen is down; held time counts to the full trial.
-        held = np.where(judge.dropped, judge.held_seconds(), steps * robot.dt)
-        raw["rotation"].append(judge.rotation)
-        raw["held"].append(held)
-        raw["dropped"].append(judge.dropped)
-        bar.update(len(part))
-    bar.close()
-    result = {k: np.concatenate(v) for k, v in raw.items()}
-    result["pens"] = traj.pen_name[ids]
-    result["horizon_s"] = steps * robot.dt
-    return result
 
 
 def format_rows(results: list[dict]) -> str:

@@ -10,6 +10,7 @@ original's flags (``--num-epochs``, ``--real-batch-size``, ``--lr``, ``--val-rat
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from penspin.config import ConfigError, from_dict, to_dict
-from penspin.finetune.windows import build_windows, split
+from penspin.finetune.windows import build_windows, demo_weights, split
 from penspin.learning.checkpoint import load_checkpoint, model_from_payload, save_checkpoint
 from penspin.learning.run_student import student_env
 from penspin.learning.runner import seed_everything
@@ -39,13 +40,22 @@ class FinetuneConfig:
     max_demos: int = 0  # use only the first N demos of the file (0: all)
     grad_norm: float = 1.0
     fk_noise: float = 0.002  # m, as in distillation
-    renormalize: bool = False  # refit the obs/fingertip normalisers on the real data
+    renormalize: bool = False  # refit the obs/fingertip normalisers on the real data once
+    update_normalizers: bool = False  # keep updating them on every real batch (the original)
     pad_start: bool = True  # windows of a trial's first steps too (false: the original's)
+    dedup: bool = True  # weigh every trajectory as one demo, however often it was replayed
+    target_noise: float = 0.0  # rad: shift each window's target history, label towards the demo
     sim_oracle: str = ""  # an oracle .pt: mix its simulated samples into every batch
-    sim_samples: int = 20000  # how many to collect once, before training
+    anchor: str = "none"  # "start": mix simulated samples driven and labelled by the start
+    anchor_weight: float = 0.0  # L2 pull of the actions on real windows towards the start's
+    sim_samples: int = 20000  # how many simulated samples to collect once, before training
     sim_ratio: float = 0.5  # share of each batch that is simulated
+    select: str = "val"  # best.pt by: "val" (validation L1) or "proxy" (closed-loop rotation)
+    select_every: int = 5  # epochs between closed-loop scores (select=proxy)
+    select_trials: int = 30  # proxy trials per score, spread over --trajectories
+    select_seed: int = 7  # proxy seed of the score: never the reported evaluation's seed
     input_mode: str = "proprio"  # for a fresh student (no --checkpoint-path)
-    progress: bool = True
+    progress: bool = True  # progress bar
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or not self.learning_rate > 0:
@@ -54,6 +64,16 @@ class FinetuneConfig:
             raise ConfigError(f"train.val_ratio must be in [0, 1), got {self.val_ratio}")
         if not 0.0 <= self.sim_ratio < 1.0 or self.sim_samples < 1:
             raise ConfigError("train.sim_ratio must be in [0, 1) and train.sim_samples >= 1")
+        if self.anchor not in ("none", "start") or self.select not in ("val", "proxy"):
+            raise ConfigError(f"train.anchor must be none|start (got {self.anchor!r}) and "
+                              f"train.select val|proxy (got {self.select!r})")
+        if self.anchor == "start" and self.sim_oracle:
+            raise ConfigError("train.anchor=start and train.sim_oracle both fill the simulated "
+                              "share of a batch: choose one")
+        if self.target_noise < 0 or self.anchor_weight < 0 or self.select_every < 1 \
+                or self.select_trials < 1:
+            raise ConfigError("train.target_noise, anchor_weight >= 0; select_every, "
+                              "select_trials >= 1")
 
 
 @dataclass(frozen=True)
@@ -77,12 +97,19 @@ def load_start(path: str, cfg: FinetuneConfig) -> tuple[StudentActorCritic, Task
 
 class Finetuner:
     def __init__(self, model: StudentActorCritic, task: TaskConfig, cfg: FinetuneConfig,
-                 demos, run_dir: Path, source: str):
+                 demos, run_dir: Path, source: str, scorer=None):
+        """``scorer(model) -> float`` (higher is better) picks best.pt when select=proxy."""
         cfg.check()
+        if cfg.select == "proxy" and scorer is None:
+            raise ConfigError("train.select=proxy needs --trajectories (the trials it scores on)")
         seed_everything(cfg.seed)
-        self.model, self.task, self.cfg = model, task, cfg
+        self.model, self.task, self.cfg, self.scorer = model, task, cfg, scorer
+        # The starting student, frozen: what anchor=start and anchor_weight pull towards.
+        self.start = copy.deepcopy(model).eval()
         self.windows = build_windows(demos, task.action_scale,
                                      model.input_shapes["proprio_hist"][0], cfg.pad_start)
+        self.weights = (demo_weights(self.windows) if cfg.dedup
+                        else torch.ones(len(self.windows)))
         if model.use_ends and self.windows.ends is None:
             raise ConfigError("this student reads pen ends, but the demos have no obj_ends "
                               "(replay with replay.camera=true and use real_data_full.h5)")
@@ -102,36 +129,79 @@ class Finetuner:
 
             self.sim = oracle_samples(cfg.sim_oracle, task, list(model.input_shapes),
                                       cfg.sim_samples, cfg.seed)
+        elif cfg.anchor == "start":
+            from penspin.finetune.sim_data import policy_samples
+
+            self.sim = policy_samples(self.start.act_inference, task, list(model.input_shapes),
+                                      cfg.sim_samples, cfg.seed)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate,
                                           weight_decay=cfg.weight_decay)
         self.run_dir = run_dir
         self.source = source
         self.best = math.inf
 
+    def _perturb(self, inputs: dict, labels: torch.Tensor) -> tuple[dict, torch.Tensor]:
+        """Shift each window's whole target history by one random offset and relabel towards
+        the demo's next absolute target: the action that corrects the offset, which only a
+        student that compares its targets with its readings can find."""
+        cfg, scale = self.cfg, self.task.action_scale
+        shift = torch.randn(len(labels), 16) * cfg.target_noise
+        hist = inputs["proprio_hist"].clone()
+        hist[..., 16:] += shift[:, None]
+        inputs = {**inputs, "proprio_hist": hist, "obs": hist[:, -3:].flatten(1)}
+        return inputs, (labels - shift / scale).clamp(-1.0, 1.0)
+
     def loss(self, idx: torch.Tensor, train: bool) -> torch.Tensor:
+        cfg = self.cfg
         inputs, labels = self.windows.batch(idx)
+        weights = self.weights[idx]
+        if train and cfg.update_normalizers:
+            self.model.update_normalizers(inputs)
+        if train and cfg.target_noise > 0:
+            inputs, labels = self._perturb(inputs, labels)
+        real = len(idx)
         if train and self.sim is not None:
-            ratio = self.cfg.sim_ratio
-            pick = torch.randint(len(self.sim[1]), (round(len(idx) * ratio / (1 - ratio)),))
-            inputs = {k: torch.cat([v, self.sim[0][k][pick]]) for k, v in inputs.items()}
+            pick = torch.randint(len(self.sim[1]), (round(real * cfg.sim_ratio /
+                                                          (1 - cfg.sim_ratio)),))
+            # Only what the student reads: real windows may carry more (touch the hand had).
+            inputs = {k: torch.cat([inputs[k], v[pick]]) for k, v in self.sim[0].items()}
             labels = torch.cat([labels, self.sim[1][pick]])
-        mu = self.model(inputs, fk_noise=self.cfg.fk_noise if train else 0.0)
-        return (mu.clamp(-1.0, 1.0) - labels).abs().sum(-1).mean()
+            # A simulated sample weighs as much as the mean real window.
+            weights = torch.cat([weights, weights.mean().expand(len(pick))])
+        mu = self.model(inputs, fk_noise=cfg.fk_noise if train else 0.0)
+        per_sample = (mu.clamp(-1.0, 1.0) - labels).abs().sum(-1)
+        loss = (per_sample * weights).sum() / weights.sum()
+        if train and cfg.anchor_weight > 0:
+            with torch.no_grad():
+                start = self.start(inputs)[:real].clamp(-1.0, 1.0)
+            pull = (mu[:real].clamp(-1.0, 1.0) - start).pow(2).sum(-1).mean()
+            loss = loss + cfg.anchor_weight * pull
+        return loss
 
     @torch.no_grad()
     def validate(self) -> float:
         if not len(self.val_idx):
             return math.nan
         self.model.eval()
-        losses = [self.loss(chunk, False).item() * len(chunk)
+        losses = [self.loss(chunk, False).item() * self.weights[chunk].sum().item()
                   for chunk in self.val_idx.split(4096)]
-        return sum(losses) / len(self.val_idx)
+        return sum(losses) / self.weights[self.val_idx].sum().item()
+
+    @torch.no_grad()
+    def score(self) -> float:
+        """Closed-loop score (select=proxy): higher is better."""
+        self.model.eval()
+        return float(self.scorer(self.model))
 
     def train(self, writer=None) -> dict:
         cfg = self.cfg
-        history = {"train": [], "val": [self.validate()]}
-        # The starting point competes too: best.pt is never worse on validation than the start.
-        if not math.isnan(history["val"][0]):
+        history = {"train": [], "val": [self.validate()], "score": []}
+        # The starting point competes too: best.pt is never worse than the start by its measure.
+        if cfg.select == "proxy":
+            history["score"].append([0, self.score()])
+            self.best = -history["score"][0][1]
+            self.save(self.run_dir / "best.pt", 0, history)
+        elif not math.isnan(history["val"][0]):
             self.best = history["val"][0]
             self.save(self.run_dir / "best.pt", 0, history)
         bar = tqdm(range(cfg.epochs), desc="finetune", unit="epoch", disable=not cfg.progress)
@@ -154,8 +224,17 @@ class Finetuner:
                 writer.add_scalar("loss/train", train_loss, epoch + 1)
                 writer.add_scalar("loss/val", val, epoch + 1)
             bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val:.3f}")
+            if cfg.select == "proxy":
+                if (epoch + 1) % cfg.select_every and epoch + 1 < cfg.epochs:
+                    self.save(self.run_dir / "last.pt", epoch + 1, history)
+                    continue
+                history["score"].append([epoch + 1, self.score()])
+                if writer is not None:
+                    writer.add_scalar("select/score", history["score"][-1][1], epoch + 1)
+                score = -history["score"][-1][1]
+            else:
+                score = val if not math.isnan(val) else train_loss
             self.save(self.run_dir / "last.pt", epoch + 1, history)
-            score = val if not math.isnan(val) else train_loss
             if score < self.best:
                 self.best = score
                 self.save(self.run_dir / "best.pt", epoch + 1, history)
@@ -179,6 +258,34 @@ FLAG_KEYS = {"num_epochs": "epochs", "real_batch_size": "batch_size", "lr": "lea
              "val_ratio": "val_ratio", "seed": "seed"}
 
 
+def proxy_scorer(trajectories: str, task: TaskConfig, cfg: FinetuneConfig):
+    """``model -> mean rotation per trial (rad)`` on ``select_trials`` proxy trials spread over
+    the trajectories, at the proxy seed ``select_seed``."""
+    import dataclasses
+
+    import numpy as np
+
+    from penspin.learning.policy import Policy
+    from penspin.replay.trajectories import Trajectories
+    from penspin.replay.trials import RobotEvalConfig, run_on_robot
+    from penspin.robot.factory import RobotConfig
+    from penspin.robot.proxy import ProxyConfig
+    from penspin.task.config import as_evaluated
+
+    traj = Trajectories.load(trajectories)
+    ids = np.unique(np.linspace(0, len(traj) - 1, min(cfg.select_trials, len(traj))).round())
+    part = traj.subset(ids.astype(int))
+    robot = RobotEvalConfig(robot=RobotConfig(proxy=dataclasses.replace(
+        ProxyConfig(), seed=cfg.select_seed)))
+    evaluated = as_evaluated(task)
+
+    def score(model: StudentActorCritic) -> float:
+        policy = Policy("student", model.act_inference, evaluated, "finetune", model)
+        return float(run_on_robot(policy, part, "proxy", robot, progress=False)["rotation"].mean())
+
+    return score
+
+
 def main(args) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
@@ -197,7 +304,9 @@ def main(args) -> None:
     model, task, _ = load_start(args.checkpoint_path, cfg.train)
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tuner = Finetuner(model, task, cfg.train, demos, run_dir, args.checkpoint_path)
+    scorer = (proxy_scorer(args.trajectories, task, cfg.train)
+              if cfg.train.select == "proxy" and args.trajectories else None)
+    tuner = Finetuner(model, task, cfg.train, demos, run_dir, args.checkpoint_path, scorer)
     used = int(torch.unique(tuner.windows.demo).numel())
     print(f"{used} of {len(demos)} demos long enough, {len(tuner.train_idx)} training and "
           f"{len(tuner.val_idx)} "
@@ -207,5 +316,6 @@ def main(args) -> None:
     history = tuner.train(writer)
     writer.close()
     print(f"validation L1 {history['val'][0]:.3f} -> {history['val'][-1]:.3f} "
-          f"(best {tuner.best:.3f}) in {time.perf_counter() - start:.0f} s; "
+          f"(best {'score' if cfg.train.select == 'proxy' else 'L1'} {abs(tuner.best):.3f}) "
+          f"in {time.perf_counter() - start:.0f} s; "
           f"checkpoints in {run_dir} (best.pt, last.pt)")

@@ -5,9 +5,14 @@ history entry. The window ending at ``t`` is entries t-29..t, and its label is t
 policy took at ``t``: (target_t - target_{t-1}) / action_scale, clamped to [-1, 1]. The original
 labelled a window with the action at its *first* step and in radians of (target - q); both QUIRKs
 are fixed here. It also used only full windows, so a student never trained on a trial's first
-1.5 s; with ``pad_start`` the windows of the first steps repeat the first entry, as the task's
-history does after a reset (measured: without them a finetuned student dropped the pen in half
-the time, in simulation and on the proxy).
+1.5 s; with ``pad_start`` the windows of the first steps repeat the first entry, as the
+controller's history does at a trial's start. Demos that store the target held before their
+first step (``start_target``) give entry 0 = (q_0, start target) and a window ending at step 0,
+exactly what the controller feeds; older files start at step 1.
+
+Repeats of one exported trajectory share their target sequence, so the validation split groups
+demos by trajectory (``trajectory_id``, or identical targets in older files): a validation demo
+never has a twin in training, and each group can weigh as one demo.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class Windows:
     first: torch.Tensor  # [N] index of the window's demo's first entry (older slots repeat it)
     labels: torch.Tensor  # [N, 16]
     demo: torch.Tensor  # [N] which demo each window comes from
+    group: torch.Tensor  # [N] which trajectory group (repeats of one trajectory) it comes from
     history_len: int
 
     def __len__(self) -> int:
@@ -49,47 +55,80 @@ class Windows:
         return inputs, self.labels[idx]
 
 
+def trajectory_groups(demos: list[Demo]) -> list[int]:
+    """A group number per demo: its trajectory id, or for demos without one (older files) the
+    demos whose first target steps are identical, which open-loop repeats of one trajectory are."""
+    keys: dict[object, int] = {}
+    out = []
+    for d in demos:
+        key = (("id", d.trajectory_id) if d.trajectory_id is not None
+               else ("targets", np.round(d.target[:HASH_STEPS], 4).tobytes()))
+        out.append(keys.setdefault(key, len(keys)))
+    return out
+
+
+HASH_STEPS = 20  # target steps that identify a trajectory in files without trajectory ids
+
+
 def build_windows(demos: list[Demo], action_scale: float, history_len: int = 30,
                   pad_start: bool = True) -> Windows:
-    """Windows ending at every step from 1 (``pad_start``) or from ``history_len`` (full
-    windows only, the original's choice)."""
-    entries, ends, touch, last, first, labels, owner = [], [], [], [], [], [], []
+    """Windows ending at every step from 0 (``pad_start`` with a start target), 1
+    (``pad_start``, older demos) or ``history_len`` (full windows only, the original's choice)."""
+    entries, ends, touch, last, first, labels, owner, group = [], [], [], [], [], [], [], []
     offset = 0
     with_ends = all("obj_ends" in d.extras for d in demos)
     with_touch = all(TOUCH_KEY in d.extras for d in demos)
-    t0 = 1 if pad_start else history_len  # the first step a window may end at
+    groups = trajectory_groups(demos)
     for k, d in enumerate(demos):
+        # With a start target the entries run from step 0, else from step 1.
+        skip = 0 if d.start_target is not None else 1
+        t0 = skip if pad_start else skip + history_len - 1  # first step a window may end at
         if d.length < t0 + 1:
             continue
         q = torch.from_numpy(d.qpos).float()
         target = torch.from_numpy(d.target).float()
-        entries.append(torch.cat([q[1:], target[:-1]], 1))  # entries of steps 1..T-1
+        if skip == 0:
+            held = torch.cat([torch.from_numpy(d.start_target).float()[None], target[:-1]])
+        else:
+            held = target[:-1]  # entry t (t >= 1) holds target_{t-1}
+        entries.append(torch.cat([q[skip:], held], 1))
         if with_ends:
-            ends.append(torch.from_numpy(d.extras["obj_ends"]).float().reshape(d.length, 6)[1:])
+            ends.append(torch.from_numpy(d.extras["obj_ends"]).float().reshape(d.length, 6)[skip:])
         if with_touch:
-            touch.append(torch.from_numpy(d.extras[TOUCH_KEY]).float()[1:])
+            touch.append(torch.from_numpy(d.extras[TOUCH_KEY]).float()[skip:])
         count = d.length - t0
-        last.append(offset + torch.arange(t0 - 1, t0 - 1 + count))
+        last.append(offset + torch.arange(t0 - skip, t0 - skip + count))
         first.append(torch.full((count,), offset))
-        labels.append(((target[t0:] - target[t0 - 1:-1]) / action_scale).clamp(-1.0, 1.0))
+        labels.append(((target[t0:] - held[t0 - skip:]) / action_scale).clamp(-1.0, 1.0))
         owner.append(torch.full((count,), k))
-        offset += d.length - 1
+        group.append(torch.full((count,), groups[k]))
+        offset += d.length - skip
     if not last:
-        raise ConfigError(f"no demonstration is longer than {t0 + 1} steps: nothing to finetune on")
+        need = (1 if pad_start else history_len) + 1  # for demos without a start target
+        raise ConfigError(f"no demonstration is longer than {need} steps: nothing to finetune on")
     return Windows(torch.cat(entries), torch.cat(ends) if with_ends else None,
                    torch.cat(touch) if with_touch else None, torch.cat(last),
-                   torch.cat(first), torch.cat(labels), torch.cat(owner), history_len)
+                   torch.cat(first), torch.cat(labels), torch.cat(owner), torch.cat(group),
+                   history_len)
+
+
+def demo_weights(windows: Windows) -> torch.Tensor:
+    """Per window, 1 / (demos in its trajectory group): every trajectory weighs as one demo."""
+    pairs = torch.unique(torch.stack([windows.group, windows.demo]), dim=1)
+    per_group = torch.bincount(pairs[0])
+    return 1.0 / per_group[windows.group].float()
 
 
 def split(windows: Windows, val_ratio: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Train/validation window indices, split by demonstration so that validation windows do
-    not overlap training ones (neighbouring windows share 29 of 30 steps)."""
-    demos = torch.unique(windows.demo)
+    """Train/validation window indices, split by trajectory group so that validation windows
+    neither overlap training ones (neighbouring windows share 29 of 30 steps) nor replay a
+    trajectory that training also replays."""
+    groups = torch.unique(windows.group)
     gen = torch.Generator().manual_seed(seed)
-    order = demos[torch.randperm(len(demos), generator=gen)]
-    n_val = int(round(val_ratio * len(demos)))
-    if val_ratio > 0 and len(demos) > 1:
-        n_val = min(max(n_val, 1), len(demos) - 1)
-    val_mask = np.isin(windows.demo.numpy(), order[:n_val].numpy())
+    order = groups[torch.randperm(len(groups), generator=gen)]
+    n_val = int(round(val_ratio * len(groups)))
+    if val_ratio > 0 and len(groups) > 1:
+        n_val = min(max(n_val, 1), len(groups) - 1)
+    val_mask = torch.from_numpy(np.isin(windows.group.numpy(), order[:n_val].numpy()))
     all_idx = torch.arange(len(windows))
-    return all_idx[~torch.from_numpy(val_mask)], all_idx[torch.from_numpy(val_mask)]
+    return all_idx[~val_mask], all_idx[val_mask]

@@ -41,6 +41,9 @@ _TIPS_KEY = "finger_tip_pose"
 # Binary taxels [T, 32] read with each qpos, in the task's taxel order (sim/scene.py) whatever the
 # file's joint order: penspin's addition, so that students that read touch can be finetuned.
 TOUCH_KEY = "touch"
+# Group attributes penspin adds (the original's readers ignore attributes).
+_TRAJ_ATTR = "trajectory_id"
+_START_ATTR = "start_target"
 # Trailing shape (None: any size) and dtype of every known dataset; ``None`` dtype keeps the file's.
 _SPECS: dict[str, tuple[tuple, type]] = {
     "qpos": ((NUM_JOINTS,), np.float32),
@@ -73,6 +76,11 @@ class Demo:
     action: np.ndarray
     finger_tip_pose: np.ndarray
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    # Which exported trajectory this demo replays (repeats share it); None in older files.
+    trajectory_id: int | None = None
+    # The target the hand held before the demo's first step (the controller's history at t=0
+    # pairs it with the first reading); None in older files.
+    start_target: np.ndarray | None = None
 
     @property
     def length(self) -> int:
@@ -163,7 +171,8 @@ def _fsync(path: Path) -> None:
 
 
 def append_demo(path, qpos, target, finger_tip_pose, extras: dict | None = None,
-                index: int | None = None) -> str:
+                index: int | None = None, trajectory_id: int | None = None,
+                start_target=None) -> str:
     """Append one demonstration (penspin order) as a new group and return the group's name.
 
     The file is never modified in place: a copy plus the new group goes to a temporary file in the
@@ -199,6 +208,12 @@ def append_demo(path, qpos, target, finger_tip_pose, extras: dict | None = None,
             f.attrs["joint_order"] = order
             f.attrs["writer"] = "penspin"
             group = f.create_group(name)
+            if trajectory_id is not None:
+                group.attrs[_TRAJ_ATTR] = int(trajectory_id)
+            if start_target is not None:
+                start = _check(np.asarray(start_target)[None], _where(path, name, _START_ATTR),
+                               TARGET_KEY, 1)
+                group.attrs[_START_ATTR] = _reorder(TARGET_KEY, start, order, to_disk=True)[0]
             for key, arr in arrays.items():
                 group.create_dataset(key, data=_reorder(key, arr, order, to_disk=True),
                                      **(_GZIP if key in _COMPRESSED else {}))
@@ -245,9 +260,15 @@ def _read_group(group: h5py.Group, path: Path, order: str) -> Demo:
 
         with torch.no_grad():
             tips = _fingertip_fk()(torch.as_tensor(qpos, dtype=torch.float32)).numpy()
+    start = group.attrs.get(_START_ATTR)
+    if start is not None:
+        start = _reorder(TARGET_KEY, _check(np.asarray(start)[None], _where(path, name,
+                         _START_ATTR), TARGET_KEY, 1), order, to_disk=False)[0]
+    traj = group.attrs.get(_TRAJ_ATTR)
     return Demo(name=name, qpos=qpos, target=target,
                 action=target - qpos if action is None else action,
-                finger_tip_pose=tips, extras=arrays)
+                finger_tip_pose=tips, extras=arrays,
+                trajectory_id=None if traj is None else int(traj), start_target=start)
 
 
 def load_demos(path_or_folder) -> list[Demo]:

@@ -155,7 +155,8 @@ def replay(traj: Trajectories, kind: str, cfg: ReplayConfig, out_dir: str | Path
                 rec.update(rotation_rad=float(judge.rotation[h]), dropped=bool(judge.dropped[h]),
                            held_s=float(held[h]))
             if ok[h] and (rs.max_demos <= 0 or kept < rs.max_demos):
-                rec["demo"] = _append(out, log, h, slice(first[h], end[h]), fk, rs.camera)
+                rec["demo"] = _append(out, log, h, slice(first[h], end[h]), fk, rs.camera,
+                                      int(traj_id), part.start_target[h])
                 kept += 1
             records.append(rec)
             names.append(f"trial_{trial:04d}_{part.pen_name[h]}_{'ok' if ok[h] else 'fail'}")
@@ -180,14 +181,20 @@ def replay(traj: Trajectories, kind: str, cfg: ReplayConfig, out_dir: str | Path
     return summary
 
 
-def _append(out: Path, log, h: int, window: slice, fk: FingertipFK, camera: bool) -> str:
+def _append(out: Path, log, h: int, window: slice, fk: FingertipFK, camera: bool,
+            trajectory: int, start_target: np.ndarray) -> str:
+    """One demo into real_data.h5 (and real_data_full.h5 with the camera's data)."""
     qpos, target = log.qpos[h, window], log.target[h, window]
+    # The target held before the demo's first step: the trial's start target, or the command
+    # just before a window that a person started later.
+    held = start_target if window.start == 0 else log.target[h, window.start - 1]
+    ids = {"trajectory_id": trajectory, "start_target": held}
     tips = fk(torch.from_numpy(qpos)).numpy()
     extras = {k: np.stack([step[h] for step in v])[window] for k, v in log.sensors.items()}
     light = {k: v for k, v in extras.items() if k == dataset.TOUCH_KEY}
-    name = dataset.append_demo(out / dataset.FILE_NAME, qpos, target, tips, light)
+    name = dataset.append_demo(out / dataset.FILE_NAME, qpos, target, tips, light, **ids)
     if camera:
-        dataset.append_demo(out / dataset.FULL_FILE_NAME, qpos, target, tips, extras)
+        dataset.append_demo(out / dataset.FULL_FILE_NAME, qpos, target, tips, extras, **ids)
     return name
 
 
