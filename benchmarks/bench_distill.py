@@ -15,9 +15,9 @@ import statistics
 from task_rate import task_steps_per_s
 
 from penspin.config import apply_overrides
-from penspin.learning.checkpoint import load_checkpoint
-from penspin.learning.oracle_trainer import oracle_from_payload
-from penspin.learning.run_student import build, default_config
+from penspin.oracle.trainer import oracle_from_payload
+from penspin.rl.checkpoint import load_checkpoint
+from penspin.student.run_distill import build, default_config
 
 VARIANTS = {
     "transformer, 2 epochs": ["train.network.history_encoder=transformer"],

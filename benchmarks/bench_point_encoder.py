@@ -15,7 +15,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from penspin.learning.networks import OracleActorCritic
+from penspin.rl.networks import OracleActorCritic
 
 
 def minibatch_loss(model: OracleActorCritic, obs: dict, pool_first: bool) -> torch.Tensor:

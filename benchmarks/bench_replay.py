@@ -22,13 +22,13 @@ import time
 import numpy as np
 import torch
 
-from penspin.learning.policy import load_policy
 from penspin.replay.replay import ReplayConfig, ReplaySettings, replay
 from penspin.replay.trajectories import ExportConfig, Trajectories, export
 from penspin.robot.camera import EndsTracker
 from penspin.robot.controllers import OpenLoop
 from penspin.robot.factory import RobotConfig, open_robot
 from penspin.robot.trial import PoseJudge, run_trial
+from penspin.student.policy import load_policy
 
 
 def trajectories(path: str, steps: int) -> Trajectories:

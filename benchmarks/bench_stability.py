@@ -50,7 +50,7 @@ def measure(backend: str, device: str, num_envs: int, steps: int, policy_path: s
     back.step = counted_step
     act = None
     if policy_path:
-        from penspin.learning.policy import load_policy
+        from penspin.student.policy import load_policy
 
         act = load_policy(policy_path, device=str(d)).act
     gen = torch.Generator(d).manual_seed(0)

@@ -23,11 +23,11 @@ import torch
 
 from penspin.config import to_dict
 from penspin.deploy import DeployedStudent
-from penspin.learning.checkpoint import save_checkpoint
-from penspin.learning.export import export_student
-from penspin.learning.run_student import StudentRunConfig
-from penspin.learning.student import INPUT_MODES, StudentActorCritic
+from penspin.rl.checkpoint import save_checkpoint
 from penspin.sim import allegro as A
+from penspin.student.export import export_student
+from penspin.student.network import INPUT_MODES, StudentActorCritic
+from penspin.student.run_distill import StudentRunConfig
 
 TARGET_P99_MS = 5.0
 WARMUP = 50

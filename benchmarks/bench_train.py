@@ -18,7 +18,7 @@ import torch
 from task_rate import task_steps_per_s
 
 from penspin.config import apply_overrides
-from penspin.learning.run_oracle import OracleRunConfig, build
+from penspin.oracle.run import OracleRunConfig, build
 
 VARIANTS = {  # the defaults: 3 epochs, 50 points, 2 learn threads
     "defaults": [],

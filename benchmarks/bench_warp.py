@@ -78,7 +78,7 @@ def cold_compile_seconds() -> float:
 
 def returns(episodes: int, horizon: int) -> None:
     """The shipped oracle's episodes on both backends: time held and rotation (Welch's t)."""
-    from penspin.learning.policy import load_policy
+    from penspin.student.policy import load_policy
     from penspin.task.episodes import run_episodes
 
     policy = load_policy(ORACLE)

@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from penspin.learning.policy import load_policy
+from penspin.student.policy import load_policy
 from penspin.task.episodes import run_episodes
 
 EARLY_STEPS = 40  # 2 s

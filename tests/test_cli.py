@@ -13,9 +13,9 @@ import torch
 
 from penspin.cli import main
 from penspin.config import apply_overrides
-from penspin.learning.checkpoint import load_checkpoint
-from penspin.learning.oracle_trainer import OracleTrainConfig
-from penspin.learning.run_oracle import OracleRunConfig, build
+from penspin.oracle.run import OracleRunConfig, build
+from penspin.oracle.trainer import OracleTrainConfig
+from penspin.rl.checkpoint import load_checkpoint
 from penspin.task.config import TaskConfig
 from penspin.task.grasps import CACHE_KEYS, load_cache
 
@@ -79,7 +79,7 @@ def test_train_resume_and_eval_commands(tmp_path, capsys, monkeypatch):
     assert payload["config"]["env"]["num_envs"] == 4
     # Without --run-dir a resume continues in the checkpoint's own folder; a machine without
     # native bf16 resumes a bf16 run in float32 (emulated bf16 is ~20x slower).
-    monkeypatch.setattr("penspin.learning.run_oracle.cpu_has_bf16", lambda: False)
+    monkeypatch.setattr("penspin.oracle.run.cpu_has_bf16", lambda: False)
     main(["train-oracle", "--resume", str(last), "train.max_env_steps=64"])
     resumed = load_checkpoint(last, "oracle")
     assert resumed["counters"]["env_steps"] == 64

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from penspin.learning.kinematics import FingertipFK
 from penspin.replay.dataset import DatasetError, append_demo, demo_count, load_demos
 from penspin.robot.joint_order import tips_to_hardware, to_hardware
+from penspin.task.kinematics import FingertipFK
 
 
 def _demo(length: int, seed: int = 0):

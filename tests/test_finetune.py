@@ -13,12 +13,12 @@ import torch
 from penspin.config import ConfigError
 from penspin.finetune.run import FinetuneConfig, Finetuner, load_start
 from penspin.finetune.windows import build_windows, demo_weights, split, trajectory_groups
-from penspin.learning.checkpoint import load_checkpoint
-from penspin.learning.export import export_student
-from penspin.learning.policy import load_policy
 from penspin.replay.dataset import TOUCH_KEY, Demo, append_demo, load_demos
+from penspin.rl.checkpoint import load_checkpoint
 from penspin.robot.controllers import PolicyController
 from penspin.sim.allegro import JOINT_LOWER, JOINT_UPPER
+from penspin.student.export import export_student
+from penspin.student.policy import load_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDENT = ROOT / "checkpoints" / "student-bc.pt"

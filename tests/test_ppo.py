@@ -11,17 +11,17 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from penspin.learning import distributed
-from penspin.learning.checkpoint import (
+from penspin.oracle.trainer import OracleTrainConfig, OracleTrainer, load_oracle
+from penspin.rl import distributed
+from penspin.rl.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_state_checked,
     save_checkpoint,
 )
-from penspin.learning.networks import NetworkConfig, OracleActorCritic
-from penspin.learning.normalizer import RunningMeanStd
-from penspin.learning.oracle_trainer import OracleTrainConfig, OracleTrainer, load_oracle
-from penspin.learning.ppo import PPOConfig
+from penspin.rl.networks import NetworkConfig, OracleActorCritic
+from penspin.rl.normalizer import RunningMeanStd
+from penspin.rl.ppo import PPOConfig
 
 SMALL_NET = NetworkConfig(actor_units=(64, 64), priv_units=(32, 8), point_units=(16, 16))
 

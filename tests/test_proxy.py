@@ -344,7 +344,7 @@ def test_policy_controller_on_the_proxy_sees_its_readings_and_commands(cache):
 
 
 def test_privileged_inputs_match_the_task_layout_and_drive_the_oracle(cache):
-    from penspin.learning.policy import load_policy
+    from penspin.student.policy import load_policy
 
     start = _start(cache, _rows_for(cache, "marker", 2))
     with ProxyRobot(pens_named("marker,highlighter"), ProxyConfig(severity=0.0)) as robot:

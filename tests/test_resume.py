@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from penspin.config import apply_overrides
-from penspin.learning.run_oracle import OracleRunConfig, build
+from penspin.oracle.run import OracleRunConfig, build
 
 TINY = ["env.num_envs=4", "env.num_threads=2", "train.ppo.horizon_length=4",
         "train.ppo.num_minibatches=2", "train.ppo.mini_epochs=2", "train.logger=none",

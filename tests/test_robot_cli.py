@@ -18,11 +18,11 @@ import torch
 
 from penspin.cli import main
 from penspin.evaluation.robot_eval import summarise
-from penspin.learning.checkpoint import load_checkpoint
-from penspin.learning.kinematics import FingertipFK
-from penspin.learning.policy import load_policy
 from penspin.replay import dataset
 from penspin.replay.trajectories import Trajectories
+from penspin.rl.checkpoint import load_checkpoint
+from penspin.student.policy import load_policy
+from penspin.task.kinematics import FingertipFK
 
 ROOT = Path(__file__).resolve().parents[1]
 ORACLE = str(ROOT / "checkpoints" / "oracle.pt")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from penspin.learning.checkpoint import load_checkpoint
+from penspin.rl.checkpoint import load_checkpoint
 
 
 def test_sigterm_saves_last_and_exits_cleanly(tmp_path):

@@ -14,17 +14,17 @@ import torch
 from penspin.cli import main
 from penspin.config import ConfigError, apply_overrides, to_dict
 from penspin.deploy import DeployedStudent
-from penspin.learning.checkpoint import load_checkpoint, save_checkpoint
-from penspin.learning.distill import StudentTrainConfig, StudentTrainer
-from penspin.learning.kinematics import FingertipFK
-from penspin.learning.networks import OracleActorCritic
-from penspin.learning.policy import load_policy
-from penspin.learning.run_student import StudentRunConfig, default_config
-from penspin.learning.student import INPUT_MODES, StudentActorCritic, StudentNetworkConfig
+from penspin.rl.checkpoint import load_checkpoint, save_checkpoint
+from penspin.rl.networks import OracleActorCritic
 from penspin.sim import allegro as A
 from penspin.sim import scene
+from penspin.student.distill import StudentTrainConfig, StudentTrainer
+from penspin.student.network import INPUT_MODES, StudentActorCritic, StudentNetworkConfig
+from penspin.student.policy import load_policy
+from penspin.student.run_distill import StudentRunConfig, default_config
 from penspin.task.config import ObsConfig, TaskConfig
 from penspin.task.env import PenSpinEnv
+from penspin.task.kinematics import FingertipFK
 
 TINY_ENV = ["env.num_envs=4", "env.num_threads=1"]
 TINY = [*TINY_ENV, "train.horizon=4", "train.num_minibatches=1", "train.mini_epochs=1",
@@ -276,7 +276,7 @@ def test_best_checkpoint_is_chosen_by_closed_loop_time_to_fall(oracle_ckpt, tmp_
     # best.pt holds the best score seen, and the score is reproducible: the same held-out
     # episodes every time, whatever the training envs did in between.
     from penspin.config import from_dict
-    from penspin.learning.run_student import build
+    from penspin.student.run_distill import build
     cfg = from_dict(StudentRunConfig, trainer_payload["config"])
     trainer = build(cfg, tmp_path / "again", load_policy(oracle_ckpt).model)
     trainer.model.load_state_dict(trainer_payload["model"])
@@ -294,8 +294,8 @@ def test_best_checkpoint_is_chosen_by_closed_loop_time_to_fall(oracle_ckpt, tmp_
 
 def test_closed_loop_selection_draws_episodes_as_evaluated(oracle_ckpt, tmp_path, monkeypatch):
     """A run that trains on arcsine friction is still selected on PenSpin's uniform one."""
-    from penspin.learning import distill
-    from penspin.learning.run_student import build
+    from penspin.student import distill
+    from penspin.student.run_distill import build
 
     cfg = default_config(load_checkpoint(oracle_ckpt))
     cfg = apply_overrides(cfg, [*TINY, "env.randomization.friction_dist=arcsine"])

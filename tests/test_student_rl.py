@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from penspin.cli import main
-from penspin.learning.checkpoint import CheckpointError, load_checkpoint
-from penspin.learning.oracle_trainer import oracle_from_payload
-from penspin.learning.policy import load_policy
-from penspin.learning.run_student_rl import student_from_payload
-from penspin.learning.student_rl import AsymmetricStudent, StudentRLConfig, StudentRLTrainer
+from penspin.oracle.trainer import oracle_from_payload
+from penspin.rl.checkpoint import CheckpointError, load_checkpoint
+from penspin.student.policy import load_policy
+from penspin.student.rl import AsymmetricStudent, StudentRLConfig, StudentRLTrainer
+from penspin.student.run_rl import student_from_payload
 from penspin.task.config import ObsConfig, TaskConfig
 from penspin.task.env import PenSpinEnv
 

@@ -225,10 +225,10 @@ def test_arcsine_friction_weights_both_ends_of_the_range():
 
 def test_a_policy_trained_on_skewed_friction_is_evaluated_and_distilled_on_uniform(tmp_path):
     from penspin.config import to_dict
-    from penspin.learning.checkpoint import save_checkpoint
-    from penspin.learning.networks import OracleActorCritic
-    from penspin.learning.policy import load_policy
-    from penspin.learning.run_student import default_config
+    from penspin.rl.checkpoint import save_checkpoint
+    from penspin.rl.networks import OracleActorCritic
+    from penspin.student.policy import load_policy
+    from penspin.student.run_distill import default_config
 
     trained = TaskConfig(seed=5, randomization=RandomizationConfig(friction_dist="arcsine"))
     model = OracleActorCritic(actor_units=(8,), priv_units=(8, 4), point_units=(4,))

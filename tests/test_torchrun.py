@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from penspin.config import apply_overrides
-from penspin.learning.run_oracle import OracleRunConfig, build
+from penspin.oracle.run import OracleRunConfig, build
 
 TINY = ["env.num_envs=4", "env.num_threads=1", "train.ppo.horizon_length=4",
         "train.ppo.num_minibatches=2", "train.ppo.mini_epochs=1", "train.progress=false",

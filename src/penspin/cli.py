@@ -44,25 +44,25 @@ def _cmd_render(args) -> None:
 
 
 def _cmd_train_oracle(args) -> None:
-    from penspin.learning.run_oracle import main
+    from penspin.oracle.run import main
 
     main(args)
 
 
 def _cmd_train_student(args) -> None:
-    from penspin.learning.run_student import main
+    from penspin.student.run_distill import main
 
     main(args)
 
 
 def _cmd_train_student_rl(args) -> None:
-    from penspin.learning.run_student_rl import main
+    from penspin.student.run_rl import main
 
     main(args)
 
 
 def _cmd_export_student(args) -> None:
-    from penspin.learning.export import main
+    from penspin.student.export import main
 
     main(args)
 
@@ -115,7 +115,7 @@ def _cmd_calibrate(args) -> None:
 
 
 def _cmd_release(args) -> None:
-    from penspin.learning.checkpoint import release_copy
+    from penspin.rl.checkpoint import release_copy
 
     out = release_copy(args.src, args.dst)
     print(f"wrote {out}")
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"penspin {args.command}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a rank under torchrun
-        from penspin.learning.distributed import leave
+        from penspin.rl.distributed import leave
 
         leave()
 

@@ -5,17 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from penspin.config import apply_overrides, valid_keys
+from penspin.config import apply_overrides, key_docs, valid_keys
 
 
 def describe(cfg: Any) -> str:
-    """One line per key with its current value."""
+    """One line per key: its current value and its doc (meaning, unit)."""
+    docs = key_docs(cfg)
     lines = []
     for key in valid_keys(cfg):
         value = cfg
         for part in key.split("."):
             value = getattr(value, part)
-        lines.append(f"{key}={value}")
+        lines.append(f"{key}={value}" + (f"  # {docs[key]}" if docs.get(key) else ""))
     return "\n".join(lines)
 
 

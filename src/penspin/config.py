@@ -8,7 +8,10 @@ override (the original's no-op ablation flags) wastes a day of compute.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import json
+import re
 import typing
 from typing import Any
 
@@ -68,6 +71,44 @@ def valid_keys(cfg: Any, prefix: str = "") -> list[str]:
         else:
             keys.append(f"{prefix}{f.name}")
     return keys
+
+
+_FIELD_LINE = re.compile(r"^\s+(\w+)\s*:[^#]*?(?:#\s*(.*))?$")
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's one-line doc: the comment after it on its line, else the comment lines just
+    above it (the source is the one place a field is documented; ``--keys`` prints it)."""
+    try:
+        lines = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError):
+        return {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    docs, above = {}, []
+    for line in lines[1:]:
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            above.append(stripped.lstrip("# ").strip())
+            continue
+        m = _FIELD_LINE.match(line)
+        if m and m.group(1) in names and m.group(1) not in docs:
+            docs[m.group(1)] = (m.group(2) or " ".join(above)).strip()
+        above = []
+    return docs
+
+
+def key_docs(cfg: Any, prefix: str = "") -> dict[str, str]:
+    """Every dotted key's doc line (empty where a field has none)."""
+    out = {}
+    docs = field_docs(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(key_docs(value, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = docs.get(f.name, "")
+    return out
 
 
 def set_key(cfg: Any, key: str, text: str) -> Any:

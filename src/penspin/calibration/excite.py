@@ -20,7 +20,6 @@ from tqdm import tqdm
 
 from penspin.calibration.hand_model import PEN_AWAY
 from penspin.config import ConfigError
-from penspin.learning.kinematics import FingertipFK
 from penspin.replay import dataset
 from penspin.robot.controllers import OpenLoop
 from penspin.robot.factory import RobotConfig, open_robot
@@ -29,6 +28,7 @@ from penspin.robot.safety import SafetyLimits
 from penspin.robot.trial import run_trial
 from penspin.sim.allegro import JOINT_LOWER, JOINT_UPPER, NUM_JOINTS
 from penspin.task import grasps
+from penspin.task.kinematics import FingertipFK
 
 FILE_NAME = "excite_data.h5"
 

@@ -104,7 +104,7 @@ def main(args) -> None:
     """Evaluate one or more checkpoints on the same episodes: the first one's task settings,
     each policy with its own observation settings (an ablated oracle reads no touch or no point
     cloud; what a policy reads does not change the pens, grasps or physics of an episode)."""
-    from penspin.learning.policy import load_policy
+    from penspin.student.policy import load_policy
 
     if args.episodes < 1:
         raise SystemExit("penspin eval: --episodes must be >= 1")

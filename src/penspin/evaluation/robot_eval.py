@@ -68,7 +68,7 @@ def format_rows(results: list[dict]) -> str:
 
 def main(args) -> None:
     from penspin.cli_support import resolve
-    from penspin.learning.policy import load_policy
+    from penspin.student.policy import load_policy
 
     cfg = resolve(RobotEvalConfig(), args)
     if cfg is None:

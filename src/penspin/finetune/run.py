@@ -21,11 +21,11 @@ from tqdm import tqdm
 
 from penspin.config import ConfigError, from_dict, to_dict
 from penspin.finetune.windows import build_windows, demo_weights, split
-from penspin.learning.checkpoint import load_checkpoint, model_from_payload, save_checkpoint
-from penspin.learning.run_student import student_env
-from penspin.learning.runner import seed_everything
-from penspin.learning.student import StudentActorCritic, StudentNetworkConfig
 from penspin.replay.dataset import load_demos
+from penspin.rl.checkpoint import load_checkpoint, model_from_payload, save_checkpoint
+from penspin.rl.runner import seed_everything
+from penspin.student.network import StudentActorCritic, StudentNetworkConfig
+from penspin.student.run_distill import student_env
 from penspin.task.config import TaskConfig
 
 
@@ -265,11 +265,11 @@ def proxy_scorer(trajectories: str, task: TaskConfig, cfg: FinetuneConfig):
 
     import numpy as np
 
-    from penspin.learning.policy import Policy
     from penspin.replay.trajectories import Trajectories
     from penspin.replay.trials import RobotEvalConfig, run_on_robot
     from penspin.robot.factory import RobotConfig
     from penspin.robot.proxy import ProxyConfig
+    from penspin.student.policy import Policy
     from penspin.task.config import as_evaluated
 
     traj = Trajectories.load(trajectories)

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import torch
 
-from penspin.learning.distill import check_oracle_fits
-from penspin.learning.oracle_trainer import load_oracle
+from penspin.oracle.trainer import load_oracle
+from penspin.student.distill import check_oracle_fits
 from penspin.task.config import TaskConfig
 
 

@@ -229,7 +229,7 @@ def append_demo(path, qpos, target, finger_tip_pose, extras: dict | None = None,
 @functools.cache
 def _fingertip_fk():
     """Built once, on first need: only original files lack fingertips, and torch is slow to load."""
-    from penspin.learning.kinematics import FingertipFK
+    from penspin.task.kinematics import FingertipFK
 
     return FingertipFK()
 

@@ -23,7 +23,6 @@ import torch
 from tqdm import tqdm
 
 from penspin.config import ConfigError, UserFacingError
-from penspin.learning.kinematics import FingertipFK
 from penspin.replay import dataset
 from penspin.replay.trajectories import Trajectories
 from penspin.robot.camera import EndsTracker
@@ -31,6 +30,7 @@ from penspin.robot.controllers import OpenLoop
 from penspin.robot.factory import RobotConfig, open_robot
 from penspin.robot.proxy import pens_named
 from penspin.robot.trial import AskJudge, PoseJudge, loop_timing, run_trial
+from penspin.task.kinematics import FingertipFK
 
 
 @dataclass(frozen=True)

@@ -189,7 +189,7 @@ def export(policy, cfg: ExportConfig, progress: bool = True) -> Trajectories:
 
 def main(args) -> None:
     from penspin.cli_support import resolve
-    from penspin.learning.policy import load_policy
+    from penspin.student.policy import load_policy
 
     cfg = resolve(ExportConfig(), args)
     if cfg is None:

@@ -45,11 +45,11 @@ def load_checkpoint_policy(checkpoint: str) -> tuple[Policy, TaskConfig | None]:
     if not Path(checkpoint).exists():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
     try:
-        from penspin.learning.policy import load_policy
+        from penspin.student.policy import load_policy
     except ImportError as exc:
         raise ConfigError(
             f"cannot run checkpoint {checkpoint}: the policy loader "
-            f"(penspin.learning.policy) is unavailable: {exc}"
+            f"(penspin.student.policy) is unavailable: {exc}"
         ) from exc
     loaded = load_policy(checkpoint)
     return getattr(loaded, "act", loaded), getattr(loaded, "task", None)

@@ -10,15 +10,15 @@ import torch
 
 from penspin.cli_support import resolve, run_dir
 from penspin.config import from_dict, to_dict
-from penspin.learning import distributed
-from penspin.learning.checkpoint import load_checkpoint
-from penspin.learning.oracle_trainer import (
+from penspin.oracle.trainer import (
     CHECKPOINT_KIND,
     OracleTrainConfig,
     OracleTrainer,
     cpu_has_bf16,
 )
-from penspin.learning.ppo import PPOConfig
+from penspin.rl import distributed
+from penspin.rl.checkpoint import load_checkpoint
+from penspin.rl.ppo import PPOConfig
 from penspin.task.calibration import calibrated, load_calibration
 from penspin.task.config import ObsConfig, RandomizationConfig, TaskConfig
 

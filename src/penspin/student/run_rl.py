@@ -10,14 +10,14 @@ import torch
 
 from penspin.cli_support import resolve, run_dir
 from penspin.config import ConfigError, from_dict, to_dict
-from penspin.learning import distributed
-from penspin.learning.checkpoint import load_checkpoint, model_from_payload
-from penspin.learning.distill import CHECKPOINT_KIND
-from penspin.learning.networks import OracleActorCritic
-from penspin.learning.oracle_trainer import load_oracle, oracle_from_payload
-from penspin.learning.run_student import student_env
-from penspin.learning.student import StudentActorCritic, with_defaults
-from penspin.learning.student_rl import StudentRLConfig, StudentRLTrainer
+from penspin.oracle.trainer import load_oracle, oracle_from_payload
+from penspin.rl import distributed
+from penspin.rl.checkpoint import load_checkpoint, model_from_payload
+from penspin.rl.networks import OracleActorCritic
+from penspin.student.distill import CHECKPOINT_KIND
+from penspin.student.network import StudentActorCritic, with_defaults
+from penspin.student.rl import StudentRLConfig, StudentRLTrainer
+from penspin.student.run_distill import student_env
 from penspin.task.calibration import calibrated, load_calibration
 from penspin.task.config import TaskConfig
 

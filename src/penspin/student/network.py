@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from penspin.config import ConfigError
-from penspin.learning.kinematics import FingertipFK
-from penspin.learning.networks import _mlp
-from penspin.learning.normalizer import RunningMeanStd
+from penspin.rl.networks import _mlp
+from penspin.rl.normalizer import RunningMeanStd
+from penspin.task.kinematics import FingertipFK
 
 INPUT_MODES = ("proprio", "proprio-tactile", "proprio-ends", "proprio-tactile-ends")
 HISTORY_ENCODERS = ("transformer", "conv")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from penspin.learning.normalizer import RunningMeanStd
+from penspin.rl.normalizer import RunningMeanStd
 
 _LOG_2PI = math.log(2 * math.pi)
 

@@ -12,7 +12,7 @@ import sys
 import threading
 from contextlib import contextmanager
 
-from penspin.learning import distributed
+from penspin.rl import distributed
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

@@ -11,11 +11,11 @@ from typing import Any
 import torch
 
 from penspin.config import to_dict, validate
-from penspin.learning import distributed
-from penspin.learning.checkpoint import load_checkpoint, model_from_payload
-from penspin.learning.networks import NetworkConfig, OracleActorCritic
-from penspin.learning.ppo import PPO, PPOConfig
-from penspin.learning.runner import EpisodeStats, RunConfig, Runner, seed_everything
+from penspin.rl import distributed
+from penspin.rl.checkpoint import load_checkpoint, model_from_payload
+from penspin.rl.networks import NetworkConfig, OracleActorCritic
+from penspin.rl.ppo import PPO, PPOConfig
+from penspin.rl.runner import EpisodeStats, RunConfig, Runner, seed_everything
 
 CHECKPOINT_KIND = "oracle"
 

@@ -20,22 +20,22 @@ from typing import Any, ClassVar
 import torch
 
 from penspin.config import ConfigError, to_dict, validate
-from penspin.learning import distributed
-from penspin.learning.checkpoint import (
+from penspin.oracle.trainer import load_oracle
+from penspin.rl import distributed
+from penspin.rl.checkpoint import (
     CheckpointError,
     diff_keys,
     load_checkpoint,
     load_state_checked,
 )
-from penspin.learning.networks import OracleActorCritic
-from penspin.learning.oracle_trainer import load_oracle
-from penspin.learning.runner import (
+from penspin.rl.networks import OracleActorCritic
+from penspin.rl.runner import (
     ClosedLoopSelectionConfig,
     EpisodeStats,
     Runner,
     seed_everything,
 )
-from penspin.learning.student import (
+from penspin.student.network import (
     INPUT_MODES,
     StudentActorCritic,
     StudentNetworkConfig,

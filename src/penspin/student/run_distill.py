@@ -10,17 +10,17 @@ import torch
 
 from penspin.cli_support import resolve, run_dir
 from penspin.config import ConfigError, from_dict, to_dict
-from penspin.learning import distributed
-from penspin.learning.checkpoint import load_checkpoint
-from penspin.learning.distill import (
+from penspin.oracle.trainer import CHECKPOINT_KIND as ORACLE_KIND
+from penspin.oracle.trainer import load_oracle, oracle_from_payload
+from penspin.rl import distributed
+from penspin.rl.checkpoint import load_checkpoint
+from penspin.rl.networks import OracleActorCritic
+from penspin.student.distill import (
     CHECKPOINT_KIND,
     StudentTrainConfig,
     StudentTrainer,
 )
-from penspin.learning.networks import OracleActorCritic
-from penspin.learning.oracle_trainer import CHECKPOINT_KIND as ORACLE_KIND
-from penspin.learning.oracle_trainer import load_oracle, oracle_from_payload
-from penspin.learning.policy import evaluated_task
+from penspin.student.policy import evaluated_task
 from penspin.task.config import TaskConfig
 
 # PenSpin's student run doubles the joint-observation noise of the oracle run (0.01/0.005 rad):

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from penspin.config import ConfigError
-from penspin.learning import distributed
-from penspin.learning.networks import GaussianActorCritic
+from penspin.rl import distributed
+from penspin.rl.networks import GaussianActorCritic
 
 
 @dataclass

@@ -21,8 +21,8 @@ import torch
 from tqdm import tqdm
 
 from penspin.config import ConfigError
-from penspin.learning import distributed
-from penspin.learning.checkpoint import (
+from penspin.rl import distributed
+from penspin.rl.checkpoint import (
     CheckpointError,
     diff_keys,
     load_checkpoint,
@@ -31,7 +31,7 @@ from penspin.learning.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from penspin.learning.stop_signal import stop_on_signal
+from penspin.rl.stop_signal import stop_on_signal
 
 
 class WindowMean:

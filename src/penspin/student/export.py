@@ -15,11 +15,11 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from penspin.config import from_dict
-from penspin.learning.checkpoint import load_checkpoint, model_from_payload
-from penspin.learning.kinematics import chain_description
-from penspin.learning.student import StudentActorCritic
+from penspin.rl.checkpoint import load_checkpoint, model_from_payload
 from penspin.sim import allegro as A
+from penspin.student.network import StudentActorCritic
 from penspin.task.config import TaskConfig
+from penspin.task.kinematics import chain_description
 
 EXPORT_FORMAT = "penspin-student"
 EXPORT_VERSION = 1

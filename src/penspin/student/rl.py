@@ -20,14 +20,14 @@ import torch
 from torch import nn
 
 from penspin.config import ConfigError, to_dict, validate
-from penspin.learning import distributed
-from penspin.learning.checkpoint import CheckpointError, load_state_checked
-from penspin.learning.distill import CHECKPOINT_KIND, check_oracle_fits, closed_loop
-from penspin.learning.networks import GaussianActorCritic, OracleActorCritic
-from penspin.learning.oracle_trainer import PPORunner
-from penspin.learning.ppo import PPO, PPOConfig
-from penspin.learning.runner import ClosedLoopSelectionConfig, EpisodeStats, seed_everything
-from penspin.learning.student import StudentActorCritic
+from penspin.oracle.trainer import PPORunner
+from penspin.rl import distributed
+from penspin.rl.checkpoint import CheckpointError, load_state_checked
+from penspin.rl.networks import GaussianActorCritic, OracleActorCritic
+from penspin.rl.ppo import PPO, PPOConfig
+from penspin.rl.runner import ClosedLoopSelectionConfig, EpisodeStats, seed_everything
+from penspin.student.distill import CHECKPOINT_KIND, check_oracle_fits, closed_loop
+from penspin.student.network import StudentActorCritic
 
 
 @dataclass

@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 
 from penspin.config import from_dict
-from penspin.learning.checkpoint import CheckpointError, load_checkpoint, model_from_payload
-from penspin.learning.networks import OracleActorCritic
-from penspin.learning.student import StudentActorCritic
+from penspin.rl.checkpoint import CheckpointError, load_checkpoint, model_from_payload
+from penspin.rl.networks import OracleActorCritic
+from penspin.student.network import StudentActorCritic
 from penspin.task.config import TaskConfig, as_evaluated
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from penspin.learning import distributed
+from penspin.rl import distributed
 
 
 class RunningMeanStd(nn.Module):

@@ -1,1 +1,0 @@
-"""Learning side of penspin: networks, normalisers, PPO for the oracle, checkpoints."""

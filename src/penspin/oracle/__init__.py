@@ -1,0 +1,1 @@
+"""Step 1: the oracle (privileged state, point cloud, touch) trained by PPO."""

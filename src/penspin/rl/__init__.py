@@ -1,0 +1,2 @@
+"""The RL machinery every step shares: actor-critic networks, normalisers, PPO, the training
+runner, checkpoints, torchrun, the stop signal."""
