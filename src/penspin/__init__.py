@@ -3,9 +3,8 @@
 import os
 
 # Torch's OpenMP workers spin while they wait by default. Physics threads, a second training run
-# or any other process then fight them for the cores: a 2-thread update ran 10-30x slower on a
-# busy 2-core machine, and 2.2x faster with passive waiting (docs/benchmarks.md). OpenMP reads
-# this when torch loads, so it is set before anything imports torch; a user's value wins.
+# or any other process then fight them for the cores (docs/benchmarks.md). OpenMP reads this
+# when torch loads, so it is set before anything imports torch; a user's value wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"

@@ -7,6 +7,7 @@ lists them). Heavy modules are imported inside the handlers so ``penspin --help`
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
@@ -17,6 +18,31 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. env.num_envs=64 (see --keys)")
     p.add_argument("--keys", action="store_true", help="list every config key and its default")
+
+
+# Commands whose whole work is their module's ``main(args)``; imported only when run.
+MAINS = {
+    "view": "penspin.viz.viewer",
+    "render": "penspin.viz.render",
+    "train-oracle": "penspin.oracle.run",
+    "train-student": "penspin.student.run_distill",
+    "train-student-rl": "penspin.student.run_rl",
+    "export-student": "penspin.student.export",
+    "export-replay": "penspin.replay.trajectories",
+    "replay": "penspin.replay.replay",
+    "sim-hand": "penspin.robot.sim_hand",
+    "finetune": "penspin.finetune.run",
+    "excite": "penspin.calibration.excite",
+    "calibrate": "penspin.calibration.run",
+    "plot": "penspin.viz.curves",
+}
+GL_FIRST = {"replay"}  # headless GL must load before mujoco (the check videos)
+
+
+def _run_main(args) -> None:
+    if args.command in GL_FIRST:
+        import penspin.sim.gl  # noqa: F401
+    importlib.import_module(MAINS[args.command]).main(args)
 
 
 def _cmd_grasps(args) -> None:
@@ -31,42 +57,6 @@ def _cmd_grasps(args) -> None:
     print(f"wrote {len(cache['q'])} grasps to {out}")
 
 
-def _cmd_view(args) -> None:
-    from penspin.viz.viewer import main
-
-    main(args)
-
-
-def _cmd_render(args) -> None:
-    from penspin.viz.render import main
-
-    main(args)
-
-
-def _cmd_train_oracle(args) -> None:
-    from penspin.oracle.run import main
-
-    main(args)
-
-
-def _cmd_train_student(args) -> None:
-    from penspin.student.run_distill import main
-
-    main(args)
-
-
-def _cmd_train_student_rl(args) -> None:
-    from penspin.student.run_rl import main
-
-    main(args)
-
-
-def _cmd_export_student(args) -> None:
-    from penspin.student.export import main
-
-    main(args)
-
-
 def _cmd_eval(args) -> None:
     import penspin.sim.gl  # noqa: F401  (headless GL before mujoco loads: camera students)
     from penspin.evaluation import evaluate, robot_eval
@@ -77,54 +67,11 @@ def _cmd_eval(args) -> None:
     (robot_eval if getattr(args, "robot", "") else evaluate).main(args)
 
 
-def _cmd_export_replay(args) -> None:
-    from penspin.replay.trajectories import main
-
-    main(args)
-
-
-def _cmd_replay(args) -> None:
-    import penspin.sim.gl  # noqa: F401  (headless GL before mujoco loads: check videos)
-    from penspin.replay.replay import main
-
-    main(args)
-
-
-def _cmd_sim_hand(args) -> None:
-    from penspin.robot.sim_hand import main
-
-    main(args)
-
-
-def _cmd_finetune(args) -> None:
-    from penspin.finetune.run import main
-
-    main(args)
-
-
-def _cmd_excite(args) -> None:
-    from penspin.calibration.excite import main
-
-    main(args)
-
-
-def _cmd_calibrate(args) -> None:
-    from penspin.calibration.run import main
-
-    main(args)
-
-
 def _cmd_release(args) -> None:
     from penspin.rl.checkpoint import release_copy
 
     out = release_copy(args.src, args.dst)
     print(f"wrote {out}")
-
-
-def _cmd_plot(args) -> None:
-    from penspin.viz.curves import main
-
-    main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("view", help="open MuJoCo's viewer on the scene (needs a display)")
     p.add_argument("--checkpoint", default="", help="policy to run (default: random actions)")
     _add_overrides(p)
-    p.set_defaults(func=_cmd_view)
+    p.set_defaults(func=_run_main)
 
     p = sub.add_parser("render", help="write an MP4 of a policy spinning the pen (headless)")
     p.add_argument("--checkpoint", default="", help="policy .pt (default: random actions)")
@@ -152,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
     _add_overrides(p)
-    p.set_defaults(func=_cmd_render)
+    p.set_defaults(func=_run_main)
 
     p = sub.add_parser("train-oracle", help="train the privileged oracle with PPO")
     p.add_argument("--run-dir", default="", help="folder for logs and checkpoints (default: "
@@ -161,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", default="", help="a penspin calibrate JSON: centre the "
                    "task's dynamics randomisation on it (new runs; a resumed run keeps its own)")
     _add_overrides(p)
-    p.set_defaults(func=_cmd_train_oracle)
+    p.set_defaults(func=_run_main)
 
     p = sub.add_parser("train-student",
                        help="distil the oracle into the proprioceptive student (oracle drives)")
@@ -172,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dagger", action="store_true",
                    help="baseline: the student drives and the oracle only labels")
     _add_overrides(p)
-    p.set_defaults(func=_cmd_train_student)
+    p.set_defaults(func=_run_main)
 
     p = sub.add_parser("train-student-rl",
                        help="finetune a distilled student with PPO, the oracle as its critic")
@@ -185,13 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", default="", help="a penspin calibrate JSON: centre the "
                    "task's dynamics randomisation on it (new runs; a resumed run keeps its own)")
     _add_overrides(p)
-    p.set_defaults(func=_cmd_train_student_rl)
+    p.set_defaults(func=_run_main)
 
     p = sub.add_parser("export-student",
                        help="write a student for a robot computer (safetensors + JSON)")
     p.add_argument("--checkpoint", required=True, help="student .pt")
     p.add_argument("--out", required=True, help="output folder")
-    p.set_defaults(func=_cmd_export_student)
+    p.set_defaults(func=_run_main)
 
     p = sub.add_parser("eval", help="measure a checkpoint: time to fall, survival, rotation speed")
     p.add_argument("--checkpoint", nargs="+", default=[],
@@ -212,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pickle-dir", default="",
                    help="also write {'position': [T, 16]} pickles for the original's replay")
     _add_overrides(p)
-    p.set_defaults(func=_cmd_export_replay)
+    p.set_defaults(func=_run_main)
 
     p = sub.add_parser("replay", help="step 3b: replay trajectories on a robot, keep successes "
                                       "in real_data.h5")
@@ -222,12 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="file from penspin export-replay (required)")
     p.add_argument("--out-dir", default="real_data", help="folder for real_data.h5, videos, log")
     _add_overrides(p)
-    p.set_defaults(func=_cmd_replay)
+    p.set_defaults(func=_run_main)
 
     p = sub.add_parser("sim-hand", help="serve the proxy-real hand over ROS 2 as an Allegro "
                                         "driver (a digital twin for --robot ros2)")
     _add_overrides(p)
-    p.set_defaults(func=_cmd_sim_hand)
+    p.set_defaults(func=_run_main)
 
     p = sub.add_parser("finetune", help="step 4: train a student further on real_data.h5")
     p.add_argument("--real-dataset-folder", default="",
@@ -244,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-ratio", type=float, default=None, help="= train.val_ratio")
     p.add_argument("--seed", type=int, default=None, help="= train.seed")
     _add_overrides(p)
-    p.set_defaults(func=_cmd_finetune)
+    p.set_defaults(func=_run_main)
 
     p = sub.add_parser("excite", help="record chirps and steps on every joint (pen absent) "
                                       "for penspin calibrate")
@@ -252,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="proxy: the proxy-real MuJoCo world; ros2: a real Allegro hand")
     p.add_argument("--out-dir", default="excite_data", help="folder for excite_data.h5 and log")
     _add_overrides(p)
-    p.set_defaults(func=_cmd_excite)
+    p.set_defaults(func=_run_main)
 
     p = sub.add_parser("calibrate", help="fit the simulated hand to a real hand's logs "
                                          "(real-to-sim): a JSON file for --calibration")
@@ -260,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder (or .h5) with excite_data.h5 (preferred) or real_data.h5")
     p.add_argument("--out", default="calibration.json", help="output JSON (and a .png of traces)")
     _add_overrides(p)
-    p.set_defaults(func=_cmd_calibrate)
+    p.set_defaults(func=_run_main)
 
     p = sub.add_parser("release", help="copy a checkpoint without optimiser/RNG/env state")
     p.add_argument("src", help="a training checkpoint, e.g. runs/oracle/best.pt")
@@ -273,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default="", help="figure title (default: the run folder)")
     p.add_argument("--csv", default="", help="also write every scalar, binned, to this CSV")
     p.add_argument("--bin-steps", type=float, default=1e5, help="CSV bin width in env steps")
-    p.set_defaults(func=_cmd_plot)
+    p.set_defaults(func=_run_main)
     return parser
 
 

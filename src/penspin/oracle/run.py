@@ -76,8 +76,8 @@ def main(args) -> None:
         return
     if args.resume and cfg.train.bf16 and not cpu_has_bf16() and "train.bf16=true" not in [
             o.lower() for o in args.overrides]:
-        # A speed setting of the machine that wrote the checkpoint: emulated bf16 made a resumed
-        # run ~20x slower here. Numerics differ by bf16 rounding only.
+        # A speed setting of the machine that wrote the checkpoint: emulated bf16 is far slower
+        # than float32 (docs/benchmarks.md). Numerics differ by bf16 rounding only.
         distributed.print0("this CPU has no native bf16: resuming in float32 "
                            "(train.bf16=true forces it)")
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, bf16=False))

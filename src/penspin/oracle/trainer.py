@@ -36,8 +36,8 @@ class OracleTrainConfig(RunConfig):
     ppo: PPOConfig = field(default_factory=PPOConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     log_dir: str = "runs/oracle"
-    # Run encoders and trunk in bfloat16 (heads stay float32): ~2x faster learning on CPUs with
-    # native bf16 (AVX512-BF16, AMX); on by default where /proc/cpuinfo shows such a CPU.
+    # Run encoders and trunk in bfloat16 (heads stay float32), faster on CPUs with native bf16
+    # (AVX512-BF16, AMX; docs/benchmarks.md); on by default where /proc/cpuinfo shows one.
     bf16: bool = field(default_factory=lambda: cpu_has_bf16())
 
 

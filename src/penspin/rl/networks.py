@@ -150,7 +150,7 @@ class OracleActorCritic(GaussianActorCritic):
             self.input_shapes["point_cloud"] = (num_points, 3)
             self.point_rms = RunningMeanStd((3,))
             # The last ELU runs after the max-pool: ELU is increasing, so max(ELU(x)) equals
-            # ELU(max(x)) while costing 1/num_points as much (~20% of the point encoder's update).
+            # ELU(max(x)) while costing 1/num_points as much.
             self.point_mlp = _mlp(3, tuple(point_units), final_act=False)
             extrin_dim += point_units[-1]
         self.actor_mlp = _mlp(obs_dim + extrin_dim, tuple(actor_units), final_act=True)

@@ -193,9 +193,8 @@ class RunConfig:
     wandb_project: str = "penspin"
     wandb_mode: str = "offline"
     progress: bool = True
-    # Torch threads for the update (physics is idle then): 2 on the 2-core machine made PPO's
-    # update 1.3x faster (docs/benchmarks.md). Safe beside other processes because penspin makes
-    # OpenMP wait passively (penspin/__init__.py); spinning workers made it 10-30x slower.
+    # Torch threads for the update (physics is idle then; docs/benchmarks.md). Safe beside other
+    # processes because penspin makes OpenMP wait passively (penspin/__init__.py).
     learn_threads: int = 2
 
     positive: ClassVar[tuple[str, ...]] = ()

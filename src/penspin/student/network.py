@@ -35,16 +35,14 @@ class StudentNetworkConfig:
     proprio_out: int = 40
     n_heads: int = 2
     n_layers: int = 2
-    # PyTorch's default 2048 makes the feed-forward ~95% of the transformer's FLOPs at d_model 32
-    # (31 tokens x 2 layers x 2 x 32 x 2048 MACs per sample); 128 (4 x d_model, the usual ratio)
-    # cuts the student's CPU cost ~10x for training and for one-core robot inference.
+    # Feed-forward width: PyTorch's default 2048 makes the feed-forward almost all of the
+    # transformer's FLOPs at d_model 32; 128 is the usual 4 x d_model (docs/benchmarks.md).
     dim_feedforward: int = 128
     # PenSpin inherited PyTorch's 0.1. Each iteration trains on freshly collected states, so the
-    # regulariser buys little, while drawing the masks costs ~1/3 of a CPU update (measured).
+    # regulariser buys little, while drawing the masks is a large share of a CPU update.
     dropout: float = 0.0
     # "transformer" is PenSpin's history encoder; "conv" (two strided 1-D convolutions over
-    # time, as RMA's adaptation module) costs ~1/18 of it per sample on a CPU (18 vs 330 us
-    # for a training pass), which is most of the student's update.
+    # time, as RMA's adaptation module) is far cheaper per sample on a CPU (docs/benchmarks.md).
     history_encoder: str = "transformer"
     tactile_units: tuple[int, ...] = (64, 16)
     ends_units: tuple[int, ...] = (6, 6, 6)

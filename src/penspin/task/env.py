@@ -66,8 +66,8 @@ class PenSpinEnv:
 
     def __init__(self, cfg: TaskConfig):
         cfg.check()
-        # Torch's intra-op threads would fight the physics threads for the cores (measured 4x
-        # slower at 256 envs on 2 cores); task tensors are small, one thread is plenty.
+        # Torch's intra-op threads would fight the physics threads for the cores
+        # (docs/benchmarks.md); task tensors are small, one thread is plenty.
         torch.set_num_threads(1)
         self.cfg = cfg
         self.num_envs = n = cfg.num_envs
