@@ -4,7 +4,7 @@ Every row is a policy (or the mean, trial by trial, of several finetune seeds of
 same trials; differences to the starting student and to open-loop replay are paired per trial,
 with 95% bootstrap intervals over trials. Usage:
 
-    python scripts/step4_table.py docs/results/step4_eval.json docs/results/step4_rows.json
+    python scripts/step4_table.py docs/results/step4_rows.json docs/results/step4_eval*.json
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ def fmt(m: tuple[float, float, float], sign: bool = False) -> str:
     return f"{v} [{m[1]:.2f}, {m[2]:.2f}]"
 
 
-def main(eval_path: str, rows_path: str) -> None:
-    results = {r["policy"]: r["per_trial"] for r in json.loads(open(eval_path).read())["results"]}
+def main(rows_path: str, *eval_paths: str) -> None:
+    results = {r["policy"]: r["per_trial"] for path in eval_paths
+               for r in json.loads(open(path).read())["results"]}
     spec = json.loads(open(rows_path).read())
     pens = np.array(results[spec["replay"]]["pen"])
     seen = np.isin(pens, spec["seen_pens"])
@@ -66,4 +67,4 @@ def main(eval_path: str, rows_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:])

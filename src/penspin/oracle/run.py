@@ -6,8 +6,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from penspin.cli_support import resolve, run_dir
 from penspin.config import from_dict, to_dict
 from penspin.oracle.trainer import (
@@ -19,7 +17,8 @@ from penspin.oracle.trainer import (
 from penspin.rl import distributed
 from penspin.rl.checkpoint import load_checkpoint
 from penspin.rl.ppo import PPOConfig
-from penspin.task.calibration import calibrated, load_calibration
+from penspin.rl.runner import rank_env, train_to_end
+from penspin.task.calibration import calibrated_from
 from penspin.task.config import ObsConfig, RandomizationConfig, TaskConfig
 
 
@@ -53,21 +52,14 @@ class OracleRunConfig:
 
 
 def build(cfg: OracleRunConfig, run_dir: str | Path) -> OracleTrainer:
-    from penspin.task.env import PenSpinEnv
-
-    # Physics runs on its own threads; torch gets one so the two never fight over the 2 cores.
-    torch.set_num_threads(1)
-    distributed.init()
-    # Each rank draws its own grasps, physics parameters and noise; rank 0 is the configured seed.
-    env = PenSpinEnv(dataclasses.replace(cfg.env, seed=cfg.env.seed + distributed.rank()))
-    return OracleTrainer(env, cfg.train, run_dir=run_dir, resolved_config=to_dict(cfg))
+    return OracleTrainer(rank_env(cfg.env), cfg.train, run_dir=run_dir,
+                         resolved_config=to_dict(cfg))
 
 
 def main(args) -> None:
     base = OracleRunConfig()
     if getattr(args, "calibration", "") and not args.resume:
-        base = dataclasses.replace(base, env=calibrated(base.env,
-                                                        load_calibration(args.calibration)))
+        base = dataclasses.replace(base, env=calibrated_from(base.env, args.calibration))
     if args.resume:
         # Continue with the run's own settings; overrides on the command line still apply.
         base = from_dict(OracleRunConfig, load_checkpoint(args.resume, CHECKPOINT_KIND)["config"])
@@ -82,9 +74,4 @@ def main(args) -> None:
                            "(train.bf16=true forces it)")
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, bf16=False))
     trainer = build(cfg, run_dir(args, "runs/oracle"))
-    if args.resume:
-        trainer.resume(args.resume)
-        distributed.print0(f"resumed {args.resume} at {trainer.env_steps:,} env steps")
-    trainer.train()
-    trainer.env.close()
-    distributed.print0(f"checkpoints in {trainer.run_dir} (best.pt, last.pt)")
+    train_to_end(trainer, args.resume, f"checkpoints in {trainer.run_dir} (best.pt, last.pt)")

@@ -408,3 +408,27 @@ class Runner:
                     "changed, or several ranks): envs restart from reset, not bit for bit",
                     stacklevel=2,
                 )
+
+
+def rank_env(task):
+    """This rank's task env: torch on one thread (physics has its own threads, and the two would
+    fight over the cores), each rank with its own grasps, physics parameters and noise (rank 0
+    draws the configured seed)."""
+    import dataclasses
+
+    from penspin.task.env import PenSpinEnv
+
+    torch.set_num_threads(1)
+    distributed.init()
+    return PenSpinEnv(dataclasses.replace(task, seed=task.seed + distributed.rank()))
+
+
+def train_to_end(trainer: Runner, resume: str, done: str) -> None:
+    """Every training command's tail: resume if asked, train to the budget or a stop signal,
+    close the env, say where the checkpoints are."""
+    if resume:
+        trainer.resume(resume)
+        distributed.print0(f"resumed {resume} at {trainer.env_steps:,} env steps")
+    trainer.train()
+    trainer.env.close()
+    distributed.print0(done)

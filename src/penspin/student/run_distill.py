@@ -6,15 +6,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from penspin.cli_support import resolve, run_dir
 from penspin.config import ConfigError, from_dict, to_dict
 from penspin.oracle.trainer import CHECKPOINT_KIND as ORACLE_KIND
 from penspin.oracle.trainer import load_oracle, oracle_from_payload
-from penspin.rl import distributed
 from penspin.rl.checkpoint import load_checkpoint
 from penspin.rl.networks import OracleActorCritic
+from penspin.rl.runner import rank_env, train_to_end
 from penspin.student.distill import (
     CHECKPOINT_KIND,
     StudentTrainConfig,
@@ -58,14 +56,8 @@ def default_config(oracle_payload: dict) -> StudentRunConfig:
 
 def build(cfg: StudentRunConfig, run_dir: str | Path, oracle: OracleActorCritic,
           oracle_path: str = "") -> StudentTrainer:
-    from penspin.task.env import PenSpinEnv
-
-    torch.set_num_threads(1)  # physics has its own threads (see run_oracle.build)
-    distributed.init()
-    # Each rank draws its own grasps, physics parameters and noise; rank 0 is the configured seed.
-    env = PenSpinEnv(dataclasses.replace(cfg.env, seed=cfg.env.seed + distributed.rank()))
-    return StudentTrainer(env, cfg.train, oracle, run_dir=run_dir, resolved_config=to_dict(cfg),
-                          oracle_path=oracle_path)
+    return StudentTrainer(rank_env(cfg.env), cfg.train, oracle, run_dir=run_dir,
+                          resolved_config=to_dict(cfg), oracle_path=oracle_path)
 
 
 def main(args) -> None:
@@ -91,10 +83,6 @@ def main(args) -> None:
     if cfg is None:
         return
     trainer = build(cfg, run_dir(args, "runs/student"), oracle, oracle_path)
-    if args.resume:
-        trainer.resume(args.resume)
-        distributed.print0(f"resumed {args.resume} at {trainer.env_steps:,} env steps")
-    trainer.train()
-    trainer.env.close()
     mode = "DAgger" if cfg.train.dagger else "behaviour cloning"
-    distributed.print0(f"{mode} student checkpoints in {trainer.run_dir} (best.pt, last.pt)")
+    train_to_end(trainer, args.resume,
+                 f"{mode} student checkpoints in {trainer.run_dir} (best.pt, last.pt)")

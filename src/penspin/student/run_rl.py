@@ -6,19 +6,17 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from penspin.cli_support import resolve, run_dir
 from penspin.config import ConfigError, from_dict, to_dict
 from penspin.oracle.trainer import load_oracle, oracle_from_payload
-from penspin.rl import distributed
 from penspin.rl.checkpoint import load_checkpoint, model_from_payload
 from penspin.rl.networks import OracleActorCritic
+from penspin.rl.runner import rank_env, train_to_end
 from penspin.student.distill import CHECKPOINT_KIND
 from penspin.student.network import StudentActorCritic, with_defaults
 from penspin.student.rl import StudentRLConfig, StudentRLTrainer
 from penspin.student.run_distill import student_env
-from penspin.task.calibration import calibrated, load_calibration
+from penspin.task.calibration import calibrated_from
 from penspin.task.config import TaskConfig
 
 
@@ -69,24 +67,14 @@ def main(args) -> None:
         return
     base, student, critic, sources = _sources(args)
     if getattr(args, "calibration", "") and not args.resume:
-        base = dataclasses.replace(base, env=calibrated(base.env,
-                                                        load_calibration(args.calibration)))
+        base = dataclasses.replace(base, env=calibrated_from(base.env, args.calibration))
         sources = {**sources, "calibration": args.calibration}
     cfg = resolve(base, args)
     if cfg is None:
         return
-    from penspin.task.env import PenSpinEnv
-
-    torch.set_num_threads(1)  # physics has its own threads (see run_oracle.build)
-    distributed.init()
-    env = PenSpinEnv(dataclasses.replace(cfg.env, seed=cfg.env.seed + distributed.rank()))
-    trainer = StudentRLTrainer(env, cfg.train, student, critic,
+    trainer = StudentRLTrainer(rank_env(cfg.env), cfg.train, student, critic,
                                run_dir=run_dir(args, "runs/student-rl"),
                                resolved_config=to_dict(cfg), record=sources)
-    if args.resume:
-        trainer.resume(args.resume)
-        distributed.print0(f"resumed {args.resume} at {trainer.env_steps:,} env steps")
-    trainer.train()
-    env.close()
-    distributed.print0(f"finetuned student checkpoints in {Path(trainer.run_dir)} "
-                       f"(best.pt: the best held-out time to fall, the start included; last.pt)")
+    train_to_end(trainer, args.resume,
+                 f"finetuned student checkpoints in {Path(trainer.run_dir)} (best.pt: the best "
+                 "held-out time to fall, the start included; last.pt)")

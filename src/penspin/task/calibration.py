@@ -56,3 +56,8 @@ def calibrated(task: TaskConfig, calib: dict, friction_spread: float = 0.5) -> T
         obs_noise_episode=float(calib["reading_offset"]),
     )
     return replace(task, substeps=substeps, physics_dt=dt, randomization=rc)
+
+
+def calibrated_from(task: TaskConfig, path: str) -> TaskConfig:
+    """``task`` with its randomisation centred on the calibration file at ``path``."""
+    return calibrated(task, load_calibration(path))
