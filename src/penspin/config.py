@@ -80,20 +80,25 @@ _FIELD_LINE = re.compile(r"^\s+(\w+)\s*:[^#]*?(?:#\s*(.*))?$")
 def field_docs(cls: type) -> dict[str, str]:
     """Each field's one-line doc: the comment after it on its line, else the comment lines just
     above it (the source is the one place a field is documented; ``--keys`` prints it)."""
+    inherited = {}
+    for base in cls.__mro__[1:]:  # a subclass's fields may be documented in a base config
+        if dataclasses.is_dataclass(base):
+            inherited = {**field_docs(base), **inherited}
     try:
         lines = inspect.getsource(cls).splitlines()
     except (OSError, TypeError):
-        return {}
+        return inherited
     names = {f.name for f in dataclasses.fields(cls)}
-    docs, above = {}, []
+    docs, above = dict(inherited), []
     for line in lines[1:]:
         stripped = line.strip()
         if stripped.startswith("#"):
             above.append(stripped.lstrip("# ").strip())
             continue
         m = _FIELD_LINE.match(line)
-        if m and m.group(1) in names and m.group(1) not in docs:
-            docs[m.group(1)] = (m.group(2) or " ".join(above)).strip()
+        doc = (m.group(2) or " ".join(above)).strip() if m else ""
+        if m and m.group(1) in names and (doc or m.group(1) not in docs):
+            docs[m.group(1)] = doc or docs.get(m.group(1), "")
         above = []
     return docs
 

@@ -46,7 +46,7 @@ class ExciteSettings:
     step_seconds: float = 0.5  # s between random steps
     min_hz: float = 0.2  # chirp start frequency (Hz)
     max_hz: float = 2.5  # chirp end frequency (Hz)
-    seed: int = 0
+    seed: int = 0  # random start poses and chirp phases
     batch: int = 16  # trials side by side on the proxy (1 on a real hand)
 
     def check(self) -> None:

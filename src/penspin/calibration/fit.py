@@ -84,9 +84,9 @@ class FitSettings:
     # loop's measured rate is the better answer; candidates are for when it is unknown.
     control_hz: tuple[float, ...] = ()
     skip_seconds: float = 1.0  # s at the start of each trial left out of the loss (settling)
-    seed: int = 0
-    num_threads: int = 2
-    progress: bool = True
+    seed: int = 0  # CMA-ES sampling seed
+    num_threads: int = 2  # physics threads for the candidates' rollouts
+    progress: bool = True  # progress bar
 
     def check(self) -> None:
         if self.generations < 1 or self.population < 4:

@@ -33,12 +33,12 @@ from penspin.task.config import TaskConfig
 class FinetuneConfig:
     epochs: int = 30  # passes over the training windows (original: 3000 of ~1 batch each)
     batch_size: int = 512  # the original script's --real-batch-size
-    learning_rate: float = 3e-4
-    weight_decay: float = 0.0
+    learning_rate: float = 3e-4  # Adam step size
+    weight_decay: float = 0.0  # Adam weight decay
     val_ratio: float = 0.1  # share of demonstrations held out
-    seed: int = 0
+    seed: int = 0  # split, batch order and noise
     max_demos: int = 0  # use only the first N demos of the file (0: all)
-    grad_norm: float = 1.0
+    grad_norm: float = 1.0  # gradient-norm clip
     fk_noise: float = 0.002  # m, as in distillation
     renormalize: bool = False  # refit the obs/fingertip normalisers on the real data once
     update_normalizers: bool = False  # keep updating them on every real batch (the original)

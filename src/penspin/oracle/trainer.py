@@ -35,7 +35,7 @@ class OracleTrainConfig(RunConfig):
 
     ppo: PPOConfig = field(default_factory=PPOConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
-    log_dir: str = "runs/oracle"
+    log_dir: str = "runs/oracle"  # run folder when --run-dir is not given
     # Run encoders and trunk in bfloat16 (heads stay float32), faster on CPUs with native bf16
     # (AVX512-BF16, AMX; docs/benchmarks.md); on by default where /proc/cpuinfo shows one.
     bf16: bool = field(default_factory=lambda: cpu_has_bf16())

@@ -40,7 +40,7 @@ class ExportConfig:
     max_tries: int = 6  # per pen, before giving up with what was found
     min_rotation: float = 2 * math.pi  # rad about +z the oracle must reach in simulation
     pushes: bool = False  # random pushes on the pen while exporting
-    seed: int = 0
+    seed: int = 0  # episode seed of the oracle rollouts
 
     def check(self) -> None:
         if self.per_pen < 1 or self.steps < 31 or self.candidates < 1 or self.max_tries < 1:

@@ -22,11 +22,11 @@ _LOG_2PI = math.log(2 * math.pi)
 class NetworkConfig:
     """Layer sizes and ablation switches; a switch only turns an input off, never on."""
 
-    actor_units: tuple[int, ...] = (512, 256, 128)
-    priv_units: tuple[int, ...] = (256, 128, 8)
-    point_units: tuple[int, ...] = (32, 32, 32)
-    use_priv: bool = True
-    use_point_cloud: bool = True
+    actor_units: tuple[int, ...] = (512, 256, 128)  # actor MLP widths after the encoders
+    priv_units: tuple[int, ...] = (256, 128, 8)  # privileged-state encoder widths (last: code size)
+    point_units: tuple[int, ...] = (32, 32, 32)  # per-point encoder widths (PointNet, max-pooled)
+    use_priv: bool = True  # read the privileged state (ablation: false)
+    use_point_cloud: bool = True  # read the pen's point cloud (ablation: false)
     # Initial action std. PenSpin starts at 1.0, which with 8192 GPU envs is fine; with a few
     # hundred CPU envs such wild exploration drops the pen within ~0.35 s and learning stalls.
     init_sigma: float = 0.3

@@ -22,29 +22,29 @@ from penspin.rl.networks import GaussianActorCritic
 class PPOConfig:
     """PPO hyper-parameters; defaults are PenSpin's except the minibatch count (CPU-sized)."""
 
-    horizon_length: int = 12
-    mini_epochs: int = 5
-    num_minibatches: int = 4
+    horizon_length: int = 12  # control steps per env per rollout
+    mini_epochs: int = 5  # passes over each rollout
+    num_minibatches: int = 4  # minibatches per pass
     # PenSpin starts at 5e-3; here the first update at that rate moves the policy by a KL of 1-4
     # (40-200x the threshold) before the schedule can react, which undoes the hold-still
     # initialisation. Starting at 5e-4 the schedule raises it within a few updates if it can.
     learning_rate: float = 5e-4
-    lr_schedule: str = "adaptive"
-    kl_threshold: float = 0.02
-    min_lr: float = 1e-6
-    max_lr: float = 1e-2
-    gamma: float = 0.99
-    lam: float = 0.95
-    e_clip: float = 0.2
-    critic_coef: float = 4.0
-    entropy_coef: float = 0.0
-    bounds_loss_coef: float = 0.0
+    lr_schedule: str = "adaptive"  # adaptive (KL-driven, per minibatch) or fixed
+    kl_threshold: float = 0.02  # target KL of the adaptive schedule
+    min_lr: float = 1e-6  # floor of the adaptive learning rate
+    max_lr: float = 1e-2  # ceiling of the adaptive learning rate
+    gamma: float = 0.99  # discount per control step
+    lam: float = 0.95  # GAE lambda
+    e_clip: float = 0.2  # PPO ratio clip (also the value clip)
+    critic_coef: float = 4.0  # value-loss weight
+    entropy_coef: float = 0.0  # entropy bonus weight
+    bounds_loss_coef: float = 0.0  # penalty on action means outside [-1.1, 1.1]
     # A floor under the policy's std (0: none). The shipped run's std fell smoothly as its
     # episodes shortened (docs/oracle.md); a floor keeps exploration at a chosen level.
     min_sigma: float = 0.0
-    grad_norm: float = 1.0
-    reward_scale: float = 0.01
-    value_bootstrap: bool = True
+    grad_norm: float = 1.0  # gradient-norm clip
+    reward_scale: float = 0.01  # rewards are multiplied by this before learning
+    value_bootstrap: bool = True  # bootstrap the value at time-outs (not at falls)
 
     def check(self) -> None:
         if self.lr_schedule not in ("adaptive", "fixed"):

@@ -185,14 +185,14 @@ class RunConfig:
     names in ``positive`` the further fields that must be >= 1.
     """
 
-    max_env_steps: int = 50_000_000
-    save_every: int = 100
-    reward_window: int = 200
-    seed: int = 42
-    logger: str = "tensorboard"
-    wandb_project: str = "penspin"
-    wandb_mode: str = "offline"
-    progress: bool = True
+    max_env_steps: int = 50_000_000  # training budget, env steps over all ranks
+    save_every: int = 100  # iterations between last.pt saves
+    reward_window: int = 200  # episodes in the running mean that picks best.pt
+    seed: int = 42  # torch / numpy / random seed of rank 0 (rank r: seed + r)
+    logger: str = "tensorboard"  # tensorboard, wandb or none
+    wandb_project: str = "penspin"  # wandb project (logger=wandb)
+    wandb_mode: str = "offline"  # wandb mode: offline or online
+    progress: bool = True  # progress bar
     # Torch threads for the update (physics is idle then; docs/benchmarks.md). Safe beside other
     # processes because penspin makes OpenMP wait passively (penspin/__init__.py).
     learn_threads: int = 2
@@ -215,9 +215,9 @@ class ClosedLoopSelectionConfig(RunConfig):
     best.pt is the longest mean time to fall. A low training loss did not predict closed-loop
     survival (docs/student.md)."""
 
-    eval_every: int = 10
-    eval_episodes: int = 64
-    eval_seed: int = 1_000_003
+    eval_every: int = 10  # iterations between held-out evaluations
+    eval_episodes: int = 64  # held-out episodes per evaluation
+    eval_seed: int = 1_000_003  # episode seed of the held-out evaluations
 
     def check(self) -> None:
         super().check()

@@ -37,11 +37,13 @@ class EndsPipelineConfig:
     2 cm suits 512 points on a pen of 10-15 cm and still drops stray pixels off the pen's edge.
     """
 
+    # m, palm frame: lower corner of the crop box
     crop_min: tuple[float, float, float] = (-0.12, -0.12, 0.02)
+    # m, palm frame: upper corner of the crop box
     crop_max: tuple[float, float, float] = (0.12, 0.12, 0.25)
-    num_points: int = 512
-    outlier_radius: float = 0.02
-    outlier_min_neighbours: int = 8
+    num_points: int = 512  # points the cloud is resampled to
+    outlier_radius: float = 0.02  # m, neighbourhood of the outlier test
+    outlier_min_neighbours: int = 8  # fewer neighbours: an outlier
     # Added to both ends' z. The original corrected its Kinect's depth bias by about 1.25 cm in its
     # own frame; simulated depth has no such bias. Both see only the pen's near side, which puts
     # the ends up to a pen radius towards the camera; that error is kept, as on the real hand.

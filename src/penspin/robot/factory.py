@@ -21,8 +21,8 @@ class RobotConfig:
     ros2: Ros2Config = field(default_factory=Ros2Config)
     limits: SafetyLimits = field(default_factory=SafetyLimits)
     ends: EndsPipelineConfig = field(default_factory=EndsPipelineConfig)
-    camera_width: int = 96
-    camera_height: int = 72
+    camera_width: int = 96  # px, the robot camera's image
+    camera_height: int = 72  # px
 
 
 def open_robot(kind: str, cfg: RobotConfig, pen_names: list[str] | None = None,

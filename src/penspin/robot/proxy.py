@@ -79,7 +79,7 @@ def pens_named(spec: str) -> list[ProxyPen]:
 class ProxyConfig:
     """The dynamics shift at ``severity`` 1; every entry below scales linearly with it."""
 
-    severity: float = 1.0
+    severity: float = 1.0  # scales the whole dynamics shift (0: training world)
     control_hz: float = 18.0  # the original's real loop (rospy.Rate(18)); training: 20
     latency: float = 0.015  # s from command to actuation
     kp_scale: float = 0.75  # driver Kp relative to the training nominal 3 (range 2.5-3.5)
@@ -92,7 +92,7 @@ class ProxyConfig:
     placement_yaw: float = 0.15  # rad, uniform error of the pen's placed yaw
     hold_seconds: float = 0.5  # the hand holds its start targets while the pen settles
     touch_threshold: float = 0.05  # N
-    seed: int = 0
+    seed: int = 0  # driver gains, reading offsets, placements per trial
 
     def check(self) -> None:
         if self.severity < 0:

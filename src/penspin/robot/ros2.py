@@ -59,16 +59,16 @@ def latched_qos(rclpy):
 
 @dataclass(frozen=True)
 class Ros2Config:
-    command_topic: str = "/cmd_joint_states"
-    state_topic: str = "/joint_states_pub"
+    command_topic: str = "/cmd_joint_states"  # joint targets out (the original's topic)
+    state_topic: str = "/joint_states_pub"  # joint states in (the original's topic)
     # "pkg/msg/Type"; targets go out in ``position`` and readings come from ``position``.
     message_type: str = "sensor_msgs/msg/JointState"
     control_hz: float = 18.0  # the original's real-world loop rate
     joint_order: str = "hardware"  # order on the topics: "hardware" (driver) or "penspin"
-    node_name: str = "penspin_hand"
+    node_name: str = "penspin_hand"  # this client's ROS 2 node
     start_seconds: float = 3.0  # how long the move to the start pose takes
     state_timeout: float = 5.0  # how long to wait for the driver's first joint state
-    qos_depth: int = 10
+    qos_depth: int = 10  # history depth of the topics
     # No joint state for this long once running: the driver is gone, stop commanding.
     silence_timeout: float = 0.3
     # geometry_msgs/PoseStamped of the pen (world frame, a tracker or sim-hand): when set, trials
@@ -78,7 +78,7 @@ class Ros2Config:
     # When set, each trial's start state goes out here (std_msgs/String, JSON) for whoever places
     # the pen (sim-hand), and the trial starts on its reply on placed_topic instead of Enter.
     place_topic: str = ""
-    placed_topic: str = "/penspin/pen_placed"
+    placed_topic: str = "/penspin/pen_placed"  # where the placer acknowledges a placement
 
     def check(self) -> None:
         if self.joint_order not in ("hardware", "penspin"):

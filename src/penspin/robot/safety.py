@@ -25,8 +25,8 @@ class SafetyError(UserFacingError, RuntimeError):
 class SafetyLimits:
     """Bounds in radians (penspin joint order) and seconds."""
 
-    lower: tuple[float, ...] = tuple(JOINT_LOWER.tolist())
-    upper: tuple[float, ...] = tuple(JOINT_UPPER.tolist())
+    lower: tuple[float, ...] = tuple(JOINT_LOWER.tolist())  # rad per joint: targets clamped
+    upper: tuple[float, ...] = tuple(JOINT_UPPER.tolist())  # rad per joint: targets clamped
     # The most a target may move per command; the policy itself moves at most 1/24 rad a step.
     max_step: float = 0.15
     # How far outside the limits a reading may be (tracking error, calibration) before we abort.

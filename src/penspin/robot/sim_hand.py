@@ -48,24 +48,24 @@ LIMIT_TOLERANCE = 1e-6  # rad: a client's clamp to the limits lands exactly on t
 
 @dataclass(frozen=True)
 class SimHandSettings:
-    command_topic: str = "/cmd_joint_states"
-    state_topic: str = "/joint_states_pub"
+    command_topic: str = "/cmd_joint_states"  # joint targets in
+    state_topic: str = "/joint_states_pub"  # joint states out (hardware order)
     joint_order: str = "hardware"  # order on the topics: "hardware" (driver) or "penspin"
     pen_pose_topic: str = "/penspin/pen_pose"  # "" : no pen pose (a hand without a tracker)
     place_topic: str = "/penspin/place_pen"  # "" : the pen is never placed by a client
-    placed_topic: str = "/penspin/pen_placed"
-    status_topic: str = "/penspin/sim_hand/status"
-    frame_id: str = "world"
-    node_name: str = "allegro_sim_hand"
+    placed_topic: str = "/penspin/pen_placed"  # placement acknowledgements out
+    status_topic: str = "/penspin/sim_hand/status"  # counters as JSON, once a second
+    frame_id: str = "world"  # frame of the pen pose messages
+    node_name: str = "allegro_sim_hand"  # the driver's ROS 2 node
     mode: str = "lockstep"  # "lockstep" (a step per command) or "realtime" (a wall-clock timer)
     pen: str = "marker"  # the pen in the hand until a placement names one
     step_slack: float = 0.1  # rad past limits.max_step a command may move (see the docstring)
-    qos_depth: int = 10
+    qos_depth: int = 10  # history depth of the topics
     seconds: float = 0.0  # exit after this long (0: until SIGINT/SIGTERM)
     # Fault injection for tests: after `fault_after` steps following a placement, publish NaN
     # ("nan") or out-of-range ("range") joint states, or stop publishing while alive ("stall").
     fault: str = ""
-    fault_after: int = 0
+    fault_after: int = 0  # control steps after a placement before the fault
 
     def check(self) -> None:
         if self.joint_order not in ("hardware", "penspin"):

@@ -55,31 +55,31 @@ class StudentTrainConfig(ClosedLoopSelectionConfig):
     ``eval_every=0`` it is that throughout.
     """
 
-    input_mode: str = "proprio"
+    input_mode: str = "proprio"  # proprio, proprio-tactile, proprio-ends or proprio-tactile-ends
     network: StudentNetworkConfig = field(default_factory=StudentNetworkConfig)
     dagger: bool = False  # baseline: the student drives, the oracle labels
     # Gaussian noise (action units) on the oracle's actions while it drives (BC only), so the
     # student also sees the oracle recover from small errors (DART); labels stay noise-free.
     drive_noise: float = 0.0
     init: str = ""  # a student checkpoint whose weights and normalisers start this run
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-3  # Adam step size
     # "fixed", or "linear": decays to 0 at max_env_steps, so late updates stop moving the
     # weights between closed-loop evaluations (a fixed rate leaves the score swinging by ~3 s).
     lr_schedule: str = "fixed"
     # Exponential moving average of the weights, per optimiser step (0: off). The average is
     # what is evaluated, selected and saved as the policy; the online weights go on training.
     ema_decay: float = 0.0
-    grad_norm: float = 1.0
+    grad_norm: float = 1.0  # gradient-norm clip
     # Steps per env per data collection. PenSpin: 48 GPU envs x 512; on a CPU with 256 envs, 64
     # gives the same ~16k samples per iteration and 4 minibatches of PenSpin's 4096.
     horizon: int = 64
-    num_minibatches: int = 4
-    mini_epochs: int = 5
-    max_env_steps: int = 10_000_000
+    num_minibatches: int = 4  # minibatches per pass over a rollout
+    mini_epochs: int = 5  # passes over each rollout
+    max_env_steps: int = 10_000_000  # training budget, env steps over all ranks
     # Uniform noise (m) on the FK fingertips while training: link-length and calibration error
     # of a real hand's FK (PenSpin adds U(-0.01, 0.01) in normalised units, about 0.1 mm).
     fk_noise: float = 0.002
-    save_every: int = 20
+    save_every: int = 20  # iterations between last.pt saves
 
     positive: ClassVar[tuple[str, ...]] = ("horizon", "num_minibatches", "mini_epochs")
 

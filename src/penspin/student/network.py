@@ -30,11 +30,11 @@ class StudentNetworkConfig:
     """Layer sizes; the defaults are PenSpin's except ``dim_feedforward``, ``dropout`` and the
     baselines' tactile encoder (broken in the original, designed here)."""
 
-    actor_units: tuple[int, ...] = (512, 256, 128)
-    tip_units: tuple[int, ...] = (256, 128, 8)
-    proprio_out: int = 40
-    n_heads: int = 2
-    n_layers: int = 2
+    actor_units: tuple[int, ...] = (512, 256, 128)  # actor MLP widths after the encoders
+    tip_units: tuple[int, ...] = (256, 128, 8)  # fingertip-position encoder widths
+    proprio_out: int = 40  # size of the history encoder's output
+    n_heads: int = 2  # attention heads (transformer encoder)
+    n_layers: int = 2  # layers (transformer encoder)
     # Feed-forward width: PyTorch's default 2048 makes the feed-forward almost all of the
     # transformer's FLOPs at d_model 32; 128 is the usual 4 x d_model (docs/benchmarks.md).
     dim_feedforward: int = 128
@@ -44,8 +44,8 @@ class StudentNetworkConfig:
     # "transformer" is PenSpin's history encoder; "conv" (two strided 1-D convolutions over
     # time, as RMA's adaptation module) is far cheaper per sample on a CPU (docs/benchmarks.md).
     history_encoder: str = "transformer"
-    tactile_units: tuple[int, ...] = (64, 16)
-    ends_units: tuple[int, ...] = (6, 6, 6)
+    tactile_units: tuple[int, ...] = (64, 16)  # touch-history encoder widths
+    ends_units: tuple[int, ...] = (6, 6, 6)  # per-pen-end encoder widths
 
     def check(self) -> None:
         if self.dim_feedforward < 1 or self.n_layers < 1 or self.n_heads < 1:

@@ -46,9 +46,9 @@ class StudentRLConfig(ClosedLoopSelectionConfig):
     # Iterations with the student frozen while the critic learns the student's returns (the
     # oracle's values overrate a weaker policy's states).
     critic_warmup: int = 20
-    max_env_steps: int = 5_000_000
-    save_every: int = 20
-    eval_every: int = 20
+    max_env_steps: int = 5_000_000  # training budget, env steps over all ranks
+    save_every: int = 20  # iterations between last.pt saves
+    eval_every: int = 20  # iterations between held-out evaluations
 
     positive: ClassVar[tuple[str, ...]] = ("eval_every",)
 

@@ -41,21 +41,21 @@ PEN_YAWS = np.deg2rad([0.0, 45.0, 90.0, 135.0])
 
 @dataclass(frozen=True)
 class GraspConfig:
-    rows_per_scale: int = 2000
-    scales: tuple[float, ...] = (0.28, 0.29)
-    scale_range: float = 0.025
-    joint_noise: float = 0.05
-    batch: int = 512
-    settle_time: float = 1.6
-    min_tip_contacts: int = 2
+    rows_per_scale: int = 2000  # grasps to keep per base scale
+    scales: tuple[float, ...] = (0.28, 0.29)  # base pen scales the cache covers
+    scale_range: float = 0.025  # +- around each base scale
+    joint_noise: float = 0.05  # rad, noise on the canonical grasp's joints
+    batch: int = 512  # candidates simulated together
+    settle_time: float = 1.6  # s a candidate holds its target before it is judged
+    min_tip_contacts: int = 2  # fingertips that must touch the pen
     max_tilt: float = 0.02  # m, height difference of the pen ends
-    min_height: float = 0.605
+    min_height: float = 0.605  # m, pen centre height to keep a grasp
     max_speed: float = 0.01  # m/s: still sliding at the end means it is about to fall
     max_spin: float = 0.3  # rad/s
     target_noise: float = 0.01  # rad, per-episode target offset in the robustness pass
-    seed: int = 0
-    num_threads: int = 2
-    max_rounds: int = 200
+    seed: int = 0  # candidate sampling
+    num_threads: int = 2  # physics threads
+    max_rounds: int = 200  # batches to try before giving up
 
     def check(self) -> None:
         if self.rows_per_scale < 1:
