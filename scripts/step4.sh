@@ -35,12 +35,13 @@ for s in 0 1 2; do
   penspin finetune $ft --checkpoint-path $P --run-dir runs/ft-prl-anchor-s$s \
     train.anchor=start train.anchor_weight=0.1 train.target_noise=0.02
 done
-# Every row on the same 120 trials at the reporting seed 100.
+# Every row on the same 120 trials at the reporting seed 100 (three files, made as the runs ended).
 seeds() { for s in 0 1 2; do echo runs/$1-s$s/$2; done; }
-penspin eval --robot proxy --trajectories $T robot.proxy.seed=100 --out docs/results/step4_eval.json --checkpoint \
-  replay checkpoints/oracle.pt $P $(seeds s4-cal best.pt) $(seeds s4-uncal best.pt) $(seeds s4-cal last.pt) \
-  $(seeds s4-uncal last.pt) $(seeds ft-prl-anchor best.pt) $D runs/s4-dart-cal-s0/best.pt runs/s4-dart-uncal-s0/best.pt \
-  $(seeds ft-dart best.pt) $(seeds ft-dart-anchor best.pt)
-penspin eval --robot proxy --trajectories $T robot.proxy.seed=100 --out docs/results/step4_eval_te.json --checkpoint \
-  $TE runs/s4-te-cal-s0/best.pt runs/s4-te-uncal-s0/best.pt
-python scripts/step4_table.py docs/results/step4_rows.json docs/results/step4_eval.json docs/results/step4_eval_te.json
+E="penspin eval --robot proxy --trajectories $T robot.proxy.seed=100"
+$E --out docs/results/step4_eval.json --checkpoint replay checkpoints/oracle.pt $P \
+  $(seeds s4-cal best.pt) $(seeds s4-uncal best.pt) $(seeds s4-cal last.pt) $(seeds s4-uncal last.pt) \
+  $D runs/s4-dart-cal-s0/best.pt runs/s4-dart-uncal-s0/best.pt
+$E --out docs/results/step4_eval_ft.json --checkpoint \
+  $(seeds ft-prl-anchor best.pt) $(seeds ft-dart best.pt) $(seeds ft-dart-anchor best.pt)
+$E --out docs/results/step4_eval_te.json --checkpoint $TE runs/s4-te-cal-s0/best.pt runs/s4-te-uncal-s0/best.pt
+python scripts/step4_table.py docs/results/step4_rows.json docs/results/step4_eval*.json

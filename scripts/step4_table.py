@@ -55,6 +55,11 @@ def main(rows_path: str, *eval_paths: str) -> None:
           "| vs start (paired) | vs replay (paired) |")
     print("|---|---|---|---|---|---|---|---|")
     for row in spec["rows"]:
+        missing = [p for p in row["checkpoints"] + [row.get("start") or spec["replay"]]
+                   if p not in results]
+        if missing:
+            print(f"| {row['label']} | not evaluated: {', '.join(missing)} |")
+            continue
         rot = rotation(row["checkpoints"])
         reach = np.mean([np.array(results[p]["rotation_rad"]) >= math.pi
                          for p in row["checkpoints"]], 0)
@@ -64,6 +69,12 @@ def main(rows_path: str, *eval_paths: str) -> None:
         print(f"| {row['label']} | {len(row['checkpoints'])} | {fmt(mean_ci(rot))} | "
               f"{reach.mean():.2f} | {rot[seen].mean():.2f} | {rot[~seen].mean():.2f} | "
               f"{start} | {vs_replay} |")
+
+    if spec.get("contrasts"):
+        print("\n| paired difference (rad / trial) | mean [95% interval] |\n|---|---|")
+        for c in spec["contrasts"]:
+            if all(p in results for p in c["a"] + c["b"]):
+                print(f"| {c['label']} | {fmt(paired(rotation(c['a']), rotation(c['b'])), True)} |")
 
 
 if __name__ == "__main__":
