@@ -56,6 +56,13 @@ def build(cfg: OracleRunConfig, run_dir: str | Path) -> OracleTrainer:
                          resolved_config=to_dict(cfg))
 
 
+def train_oracle(cfg: OracleRunConfig, run_dir: str | Path, resume: str = "") -> Path:
+    """Train (or resume) an oracle to its budget; returns the run folder."""
+    trainer = build(cfg, run_dir)
+    train_to_end(trainer, resume, f"checkpoints in {trainer.run_dir} (best.pt, last.pt)")
+    return Path(trainer.run_dir)
+
+
 def main(args) -> None:
     base = OracleRunConfig()
     if getattr(args, "calibration", "") and not args.resume:
@@ -73,5 +80,4 @@ def main(args) -> None:
         distributed.print0("this CPU has no native bf16: resuming in float32 "
                            "(train.bf16=true forces it)")
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, bf16=False))
-    trainer = build(cfg, run_dir(args, "runs/oracle"))
-    train_to_end(trainer, args.resume, f"checkpoints in {trainer.run_dir} (best.pt, last.pt)")
+    train_oracle(cfg, run_dir(args, "runs/oracle"), args.resume)

@@ -60,6 +60,16 @@ def build(cfg: StudentRunConfig, run_dir: str | Path, oracle: OracleActorCritic,
                           resolved_config=to_dict(cfg), oracle_path=oracle_path)
 
 
+def train_student(cfg: StudentRunConfig, run_dir: str | Path, oracle: OracleActorCritic,
+                  oracle_path: str = "", resume: str = "") -> Path:
+    """Distil (or resume distilling) a student from ``oracle``; returns the run folder."""
+    trainer = build(cfg, run_dir, oracle, oracle_path)
+    mode = "DAgger" if cfg.train.dagger else "behaviour cloning"
+    train_to_end(trainer, resume,
+                 f"{mode} student checkpoints in {trainer.run_dir} (best.pt, last.pt)")
+    return Path(trainer.run_dir)
+
+
 def main(args) -> None:
     if args.resume:
         # Continue with the run's own settings and oracle; command-line overrides still apply.
@@ -82,7 +92,4 @@ def main(args) -> None:
     cfg = resolve(base, args)
     if cfg is None:
         return
-    trainer = build(cfg, run_dir(args, "runs/student"), oracle, oracle_path)
-    mode = "DAgger" if cfg.train.dagger else "behaviour cloning"
-    train_to_end(trainer, args.resume,
-                 f"{mode} student checkpoints in {trainer.run_dir} (best.pt, last.pt)")
+    train_student(cfg, run_dir(args, "runs/student"), oracle, oracle_path, args.resume)

@@ -61,6 +61,17 @@ def _sources(args) -> tuple[StudentRLRunConfig, StudentActorCritic, OracleActorC
             {"student": args.student, "oracle": oracle_path})
 
 
+def train_student_rl(cfg: StudentRLRunConfig, run_dir: str | Path, student: StudentActorCritic,
+                     critic: OracleActorCritic, record: dict, resume: str = "") -> Path:
+    """PPO-finetune (or resume) ``student`` with ``critic``; returns the run folder."""
+    trainer = StudentRLTrainer(rank_env(cfg.env), cfg.train, student, critic, run_dir=run_dir,
+                               resolved_config=to_dict(cfg), record=record)
+    train_to_end(trainer, resume,
+                 f"finetuned student checkpoints in {Path(trainer.run_dir)} (best.pt: the best "
+                 "held-out time to fall, the start included; last.pt)")
+    return Path(trainer.run_dir)
+
+
 def main(args) -> None:
     if args.keys and not (args.resume or args.student):
         resolve(StudentRLRunConfig(env=student_env(TaskConfig())), args)
@@ -72,9 +83,4 @@ def main(args) -> None:
     cfg = resolve(base, args)
     if cfg is None:
         return
-    trainer = StudentRLTrainer(rank_env(cfg.env), cfg.train, student, critic,
-                               run_dir=run_dir(args, "runs/student-rl"),
-                               resolved_config=to_dict(cfg), record=sources)
-    train_to_end(trainer, args.resume,
-                 f"finetuned student checkpoints in {Path(trainer.run_dir)} (best.pt: the best "
-                 "held-out time to fall, the start included; last.pt)")
+    train_student_rl(cfg, run_dir(args, "runs/student-rl"), student, critic, sources, args.resume)
