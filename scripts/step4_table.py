@@ -70,6 +70,15 @@ def main(rows_path: str, *eval_paths: str) -> None:
               f"{reach.mean():.2f} | {rot[seen].mean():.2f} | {rot[~seen].mean():.2f} | "
               f"{start} | {vs_replay} |")
 
+    print("\nPer seed (rad / trial; `=start`: best.pt is the starting student):")
+    for row in spec["rows"]:
+        paths = row["checkpoints"]
+        if len(paths) > 1 and all(p in results for p in paths + [row["start"]]):
+            start = np.array(results[row["start"]]["rotation_rad"])
+            vals = [f"{np.mean(results[p]['rotation_rad']):.2f}"
+                    + ("=start" if np.array_equal(results[p]["rotation_rad"], start) else "")
+                    for p in paths]
+            print(f"- {row['label']}: {' / '.join(vals)}")
     if spec.get("contrasts"):
         print("\n| paired difference (rad / trial) | mean [95% interval] |\n|---|---|")
         for c in spec["contrasts"]:
