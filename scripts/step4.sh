@@ -43,5 +43,7 @@ $E --out docs/results/step4_eval.json --checkpoint replay checkpoints/oracle.pt 
   $D runs/s4-dart-cal-s0/best.pt runs/s4-dart-uncal-s0/best.pt
 $E --out docs/results/step4_eval_ft.json --checkpoint \
   $(seeds ft-prl-anchor best.pt) $(seeds ft-dart best.pt) $(seeds ft-dart-anchor best.pt)
-$E --out docs/results/step4_eval_te.json --checkpoint $TE runs/s4-te-cal-s0/best.pt runs/s4-te-uncal-s0/best.pt
+$E --out docs/results/step4_eval_te.json --checkpoint $TE runs/s4-te-cal-s0/best.pt
+$E --out docs/results/step4_eval_te_uncal.json --checkpoint runs/s4-te-uncal-s0/best.pt
+$E --out docs/results/step4_eval_te_last.json --checkpoint runs/s4-te-cal-s0/last.pt runs/s4-te-uncal-s0/last.pt
 python scripts/step4_table.py docs/results/step4_rows.json docs/results/step4_eval*.json
