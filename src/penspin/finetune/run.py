@@ -16,44 +16,52 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from penspin.config import ConfigError, from_dict, to_dict
-from penspin.finetune.windows import build_windows, demo_weights, split
-from penspin.replay.dataset import load_demos
+from penspin.finetune.windows import build_windows, demo_weights, label, split
+from penspin.replay.dataset import Demo, load_demos
+from penspin.replay.trials import RobotEvalConfig
 from penspin.rl.checkpoint import load_checkpoint, model_from_payload, save_checkpoint
 from penspin.rl.runner import seed_everything
+from penspin.robot.factory import RobotConfig
 from penspin.student.network import StudentActorCritic, StudentNetworkConfig
 from penspin.student.run_distill import student_env
 from penspin.task.config import TaskConfig
 
 
+# Proxy seeds of the reported evaluation (docs/real.md, scripts/step4.sh: 120 trials at
+# robot.proxy.seed=100, 64 a batch, so seeds 100 and 101): selection must never see them.
+REPORT_SEEDS = range(100, 102)
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
     epochs: int = 30  # passes over the training windows (original: 3000 of ~1 batch each)
-    batch_size: int = 512  # the original script's --real-batch-size
+    batch_size: int = 512  # real windows per step (the original script's --real-batch-size)
     learning_rate: float = 3e-4  # Adam step size
     weight_decay: float = 0.0  # Adam weight decay
-    val_ratio: float = 0.1  # share of demonstrations held out
+    val_ratio: float = 0.1  # share of trajectory groups (all repeats of one) held out
     seed: int = 0  # split, batch order and noise
     max_demos: int = 0  # use only the first N demos of the file (0: all)
-    grad_norm: float = 1.0  # gradient-norm clip
-    fk_noise: float = 0.002  # m, as in distillation
+    grad_norm: float = 1.0  # gradient-norm clip (L2 over all parameters)
+    fk_noise: float = 0.002  # m, U(-r, r) on the FK fingertips, as in distillation
     renormalize: bool = False  # refit the obs/fingertip normalisers on the real data once
-    update_normalizers: bool = False  # keep updating them on every real batch (the original)
+    update_normalizers: bool = False  # update their running stats on every real batch (original)
     pad_start: bool = True  # windows of a trial's first steps too (false: the original's)
-    dedup: bool = True  # weigh every trajectory as one demo, however often it was replayed
-    target_noise: float = 0.0  # rad: shift each window's target history, label towards the demo
-    sim_oracle: str = ""  # an oracle .pt: mix its simulated samples into every batch
-    anchor: str = "none"  # "start": mix simulated samples driven and labelled by the start
-    anchor_weight: float = 0.0  # L2 pull of the actions on real windows towards the start's
-    sim_samples: int = 20000  # how many simulated samples to collect once, before training
-    sim_ratio: float = 0.5  # share of each batch that is simulated
-    select: str = "val"  # best.pt by: "val" (validation L1) or "proxy" (closed-loop rotation)
-    select_every: int = 5  # epochs between closed-loop scores (select=proxy)
-    select_trials: int = 30  # proxy trials per score, spread over --trajectories
-    select_seed: int = 7  # proxy seed of the score: never the reported evaluation's seed
+    dedup: bool = True  # weigh each window 1 / (demos of its trajectory): a trajectory = one demo
+    target_noise: float = 0.0  # rad, std of a per-window shift of the target history (0: off)
+    sim_oracle: str = ""  # an oracle .pt whose simulated samples fill sim_ratio of each batch
+    anchor: str = "none"  # "start": anchor to the frozen starting student ("none": no anchor)
+    anchor_weight: float = 0.0  # anchor=start: weight of the L2 pull (action units^2) to its means
+    sim_samples: int = 20000  # simulated samples (sim_oracle, anchor=start) collected once
+    sim_ratio: float = 0.5  # share of each batch that is simulated (0: none collected)
+    select: str = "val"  # best.pt by "val" (L1, the weaker choice) or "proxy" (closed loop)
+    select_every: int = 5  # epochs between closed-loop scores (select=proxy; the last is scored)
+    select_trials: int = 16  # proxy trials per score, spread over the demos' trajectories
+    select_seed: int = 7  # proxy seed of the score, never one of the reported evaluation's
     input_mode: str = "proprio"  # for a fresh student (no --checkpoint-path)
     progress: bool = True  # progress bar
 
@@ -70,15 +78,28 @@ class FinetuneConfig:
         if self.anchor == "start" and self.sim_oracle:
             raise ConfigError("train.anchor=start and train.sim_oracle both fill the simulated "
                               "share of a batch: choose one")
+        if self.sim_oracle and self.sim_ratio == 0:
+            raise ConfigError("train.sim_oracle needs train.sim_ratio > 0 (its share of a batch)")
+        if self.anchor_weight > 0 and self.anchor != "start":
+            raise ConfigError("train.anchor_weight pulls towards the starting student: set "
+                              "train.anchor=start (train.sim_ratio=0 for the pull alone)")
         if self.target_noise < 0 or self.anchor_weight < 0 or self.select_every < 1 \
                 or self.select_trials < 1:
             raise ConfigError("train.target_noise, anchor_weight >= 0; select_every, "
                               "select_trials >= 1")
+        batches = range(self.select_seed,
+                        self.select_seed + math.ceil(self.select_trials / RobotEvalConfig.batch))
+        if self.select == "proxy" and set(batches) & set(REPORT_SEEDS):
+            raise ConfigError(f"train.select_seed={self.select_seed} would score on proxy seeds "
+                              f"{list(REPORT_SEEDS)}, the reported evaluation's: choose another")
 
 
 @dataclass(frozen=True)
 class FinetuneRunConfig:
     train: FinetuneConfig = field(default_factory=FinetuneConfig)
+    # The robot of the closed-loop score (select=proxy): the proxy as `penspin eval --robot
+    # proxy` builds it from the same robot.* keys, its seed replaced by train.select_seed.
+    robot: RobotConfig = field(default_factory=RobotConfig)
 
 
 def load_start(path: str, cfg: FinetuneConfig) -> tuple[StudentActorCritic, TaskConfig, dict]:
@@ -104,8 +125,6 @@ class Finetuner:
             raise ConfigError("train.select=proxy needs --trajectories (the trials it scores on)")
         seed_everything(cfg.seed)
         self.model, self.task, self.cfg, self.scorer = model, task, cfg, scorer
-        # The starting student, frozen: what anchor=start and anchor_weight pull towards.
-        self.start = copy.deepcopy(model).eval()
         self.windows = build_windows(demos, task.action_scale,
                                      model.input_shapes["proprio_hist"][0], cfg.pad_start)
         self.weights = (demo_weights(self.windows) if cfg.dedup
@@ -118,18 +137,20 @@ class Finetuner:
                               "a hand with touch sensors, such as the proxy)")
         self.train_idx, self.val_idx = split(self.windows, cfg.val_ratio, cfg.seed)
         self.fresh = not source
-        if self.fresh or cfg.renormalize:
-            for rms in model.normalizers():
-                rms.count.zero_()  # the first update then replaces mean and var outright
-            inputs, _ = self.windows.batch(self.train_idx)
-            model.update_normalizers(inputs)
+        if self.fresh:  # a fresh student's normalisers have seen nothing: fit them first
+            self._refit()
+        # The starting student, frozen: what anchor=start pulls towards and what epoch 0 of
+        # select=proxy scores (renormalize=true refits only the student that trains).
+        self.start = copy.deepcopy(model).eval()
+        if cfg.renormalize and not self.fresh:
+            self._refit()
         self.sim = None
         if cfg.sim_oracle:
             from penspin.finetune.sim_data import oracle_samples
 
             self.sim = oracle_samples(cfg.sim_oracle, task, list(model.input_shapes),
                                       cfg.sim_samples, cfg.seed)
-        elif cfg.anchor == "start":
+        elif cfg.anchor == "start" and cfg.sim_ratio > 0:
             from penspin.finetune.sim_data import policy_samples
 
             self.sim = policy_samples(self.start.act_inference, task, list(model.input_shapes),
@@ -140,16 +161,24 @@ class Finetuner:
         self.source = source
         self.best = math.inf
 
-    def _perturb(self, inputs: dict, labels: torch.Tensor) -> tuple[dict, torch.Tensor]:
-        """Shift each window's whole target history by one random offset and relabel towards
-        the demo's next absolute target: the action that corrects the offset, which only a
-        student that compares its targets with its readings can find."""
-        cfg, scale = self.cfg, self.task.action_scale
-        shift = torch.randn(len(labels), 16) * cfg.target_noise
+    def _refit(self) -> None:
+        """Replace the normalisers' statistics by the training windows' outright."""
+        for rms in self.model.normalizers():
+            rms.count.zero_()  # the first update then replaces mean and var outright
+        inputs, _ = self.windows.batch(self.train_idx)
+        self.model.update_normalizers(inputs)
+
+    def _perturb(self, inputs: dict, idx: torch.Tensor) -> tuple[dict, torch.Tensor]:
+        """Shift each window's whole target history by one random offset (a closed-loop student's
+        targets drift from the demo's) and relabel towards the demo's next absolute target: the
+        action that corrects the offset, which only a student that compares its targets with its
+        readings can find."""
+        shift = torch.randn(len(idx), 16) * self.cfg.target_noise
         hist = inputs["proprio_hist"].clone()
         hist[..., 16:] += shift[:, None]
         inputs = {**inputs, "proprio_hist": hist, "obs": hist[:, -3:].flatten(1)}
-        return inputs, (labels - shift / scale).clamp(-1.0, 1.0)
+        return inputs, label(self.windows.next_target[idx], hist[:, -1, 16:],
+                             self.task.action_scale)
 
     def loss(self, idx: torch.Tensor, train: bool) -> torch.Tensor:
         cfg = self.cfg
@@ -158,8 +187,9 @@ class Finetuner:
         if train and cfg.update_normalizers:
             self.model.update_normalizers(inputs)
         if train and cfg.target_noise > 0:
-            inputs, labels = self._perturb(inputs, labels)
+            inputs, labels = self._perturb(inputs, idx)
         real = len(idx)
+        real_weights = weights
         if train and self.sim is not None:
             pick = torch.randint(len(self.sim[1]), (round(real * cfg.sim_ratio /
                                                           (1 - cfg.sim_ratio)),))
@@ -172,10 +202,11 @@ class Finetuner:
         per_sample = (mu.clamp(-1.0, 1.0) - labels).abs().sum(-1)
         loss = (per_sample * weights).sum() / weights.sum()
         if train and cfg.anchor_weight > 0:
+            # Unclamped means: a saturated action is still pulled back towards the start's.
             with torch.no_grad():
-                start = self.start(inputs)[:real].clamp(-1.0, 1.0)
-            pull = (mu[:real].clamp(-1.0, 1.0) - start).pow(2).sum(-1).mean()
-            loss = loss + cfg.anchor_weight * pull
+                start = self.start({k: v[:real] for k, v in inputs.items()})
+            pull = (mu[:real] - start).pow(2).sum(-1)
+            loss = loss + cfg.anchor_weight * (pull * real_weights).sum() / real_weights.sum()
         return loss
 
     @torch.no_grad()
@@ -188,19 +219,19 @@ class Finetuner:
         return sum(losses) / self.weights[self.val_idx].sum().item()
 
     @torch.no_grad()
-    def score(self) -> float:
+    def score(self, model: StudentActorCritic) -> float:
         """Closed-loop score (select=proxy): higher is better."""
-        self.model.eval()
-        return float(self.scorer(self.model))
+        model.eval()
+        return float(self.scorer(model))
 
     def train(self, writer=None) -> dict:
         cfg = self.cfg
         history = {"train": [], "val": [self.validate()], "score": []}
         # The starting point competes too: best.pt is never worse than the start by its measure.
         if cfg.select == "proxy":
-            history["score"].append([0, self.score()])
+            history["score"].append([0, self.score(self.start)])
             self.best = -history["score"][0][1]
-            self.save(self.run_dir / "best.pt", 0, history)
+            self.save(self.run_dir / "best.pt", 0, history, self.start)
         elif not math.isnan(history["val"][0]):
             self.best = history["val"][0]
             self.save(self.run_dir / "best.pt", 0, history)
@@ -228,7 +259,7 @@ class Finetuner:
                 if (epoch + 1) % cfg.select_every and epoch + 1 < cfg.epochs:
                     self.save(self.run_dir / "last.pt", epoch + 1, history)
                     continue
-                history["score"].append([epoch + 1, self.score()])
+                history["score"].append([epoch + 1, self.score(self.model)])
                 if writer is not None:
                     writer.add_scalar("select/score", history["score"][-1][1], epoch + 1)
                 score = -history["score"][-1][1]
@@ -240,12 +271,14 @@ class Finetuner:
                 self.save(self.run_dir / "best.pt", epoch + 1, history)
         return history
 
-    def save(self, path: Path, epoch: int, history: dict) -> None:
+    def save(self, path: Path, epoch: int, history: dict,
+             model: StudentActorCritic | None = None) -> None:
+        model = self.model if model is None else model
         save_checkpoint(path, {
             "kind": "student",
             "config": {"env": to_dict(self.task), "finetune": to_dict(self.cfg)},
-            "model_args": self.model.model_args,
-            "model": self.model.state_dict(),
+            "model_args": model.model_args,
+            "model": model.state_dict(),
             "counters": {"epoch": epoch},
             "finetune": {"source": self.source,
                          "demos": int(torch.unique(self.windows.demo).numel()),
@@ -258,30 +291,54 @@ FLAG_KEYS = {"num_epochs": "epochs", "real_batch_size": "batch_size", "lr": "lea
              "val_ratio": "val_ratio", "seed": "seed"}
 
 
-def proxy_scorer(trajectories: str, task: TaskConfig, cfg: FinetuneConfig):
-    """``model -> mean rotation per trial (rad)`` on ``select_trials`` proxy trials spread over
-    the trajectories, at the proxy seed ``select_seed``."""
+def demo_trajectories(demos: list[Demo], targets: np.ndarray) -> np.ndarray:
+    """Per demo, the index of the trajectory (``targets`` [E, T, 16], an export-replay file's)
+    it replays: its stored ``trajectory_id``, else (older files) the one whose targets begin
+    with the demo's, which an open-loop replay's are. A demo that matches none is an error: the
+    score would then run on trajectories the demos never came from."""
+    out = []
+    for d in demos:
+        if d.trajectory_id is not None:
+            found = [d.trajectory_id] if 0 <= d.trajectory_id < len(targets) else []
+        else:
+            n = min(d.length, targets.shape[1])
+            gap = np.abs(targets[:, :n] - d.target[None, :n]).max(axis=(1, 2))
+            found = np.flatnonzero(gap < 1e-5)[:1].tolist()
+        if not found:
+            raise ConfigError(f"demo {d.name} replays none of the {len(targets)} trajectories "
+                              "of --trajectories: pass the file its replay played")
+        out.append(found[0])
+    return np.asarray(out)
+
+
+def score_trials(ids: np.ndarray, trials: int) -> np.ndarray:
+    """``trials`` trajectory indices spread evenly over the distinct ``ids`` (each trajectory
+    once when there are more of them than trials, else each about trials/len times)."""
+    distinct = np.unique(ids)
+    return distinct[np.arange(trials) * len(distinct) // trials]
+
+
+def proxy_scorer(trajectories: str, demos: list[Demo], task: TaskConfig, cfg: FinetuneConfig,
+                 robot: RobotConfig):
+    """``model -> mean rotation per trial (rad)`` on ``select_trials`` proxy trials of the
+    demos' trajectories (their pens and start states), at the proxy seed ``select_seed``."""
     import dataclasses
 
-    import numpy as np
-
     from penspin.replay.trajectories import Trajectories
-    from penspin.replay.trials import RobotEvalConfig, run_on_robot
-    from penspin.robot.factory import RobotConfig
-    from penspin.robot.proxy import ProxyConfig
+    from penspin.replay.trials import run_on_robot
     from penspin.student.policy import Policy
     from penspin.task.config import as_evaluated
 
     traj = Trajectories.load(trajectories)
-    ids = np.unique(np.linspace(0, len(traj) - 1, min(cfg.select_trials, len(traj))).round())
-    part = traj.subset(ids.astype(int))
-    robot = RobotEvalConfig(robot=RobotConfig(proxy=dataclasses.replace(
-        ProxyConfig(), seed=cfg.select_seed)))
+    part = traj.subset(score_trials(demo_trajectories(demos, traj.targets), cfg.select_trials))
+    proxy = dataclasses.replace(robot.proxy, seed=cfg.select_seed)
+    trials = RobotEvalConfig(robot=dataclasses.replace(robot, proxy=proxy))
     evaluated = as_evaluated(task)
 
     def score(model: StudentActorCritic) -> float:
         policy = Policy("student", model.act_inference, evaluated, "finetune", model)
-        return float(run_on_robot(policy, part, "proxy", robot, progress=False)["rotation"].mean())
+        return float(run_on_robot(policy, part, "proxy", trials, progress=False)["rotation"]
+                     .mean())
 
     return score
 
@@ -304,7 +361,7 @@ def main(args) -> None:
     model, task, _ = load_start(args.checkpoint_path, cfg.train)
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    scorer = (proxy_scorer(args.trajectories, task, cfg.train)
+    scorer = (proxy_scorer(args.trajectories, demos, task, cfg.train, cfg.robot)
               if cfg.train.select == "proxy" and args.trajectories else None)
     tuner = Finetuner(model, task, cfg.train, demos, run_dir, args.checkpoint_path, scorer)
     used = int(torch.unique(tuner.windows.demo).numel())

@@ -35,7 +35,8 @@ class Windows:
     touch: torch.Tensor | None  # [E, 32] binary taxels per entry, when the demos have them
     last: torch.Tensor  # [N] index into entries of each window's last step
     first: torch.Tensor  # [N] index of the window's demo's first entry (older slots repeat it)
-    labels: torch.Tensor  # [N, 16]
+    labels: torch.Tensor  # [N, 16] the action taken at each window's last step
+    next_target: torch.Tensor  # [N, 16] rad, the absolute target that action commanded
     demo: torch.Tensor  # [N] which demo each window comes from
     group: torch.Tensor  # [N] which trajectory group (repeats of one trajectory) it comes from
     history_len: int
@@ -74,7 +75,7 @@ def build_windows(demos: list[Demo], action_scale: float, history_len: int = 30,
                   pad_start: bool = True) -> Windows:
     """Windows ending at every step from 0 (``pad_start`` with a start target), 1
     (``pad_start``, older demos) or ``history_len`` (full windows only, the original's choice)."""
-    entries, ends, touch, last, first, labels, owner, group = [], [], [], [], [], [], [], []
+    entries, ends, touch, last, first, nexts, owner, group = [], [], [], [], [], [], [], []
     offset = 0
     with_ends = all("obj_ends" in d.extras for d in demos)
     with_touch = all(TOUCH_KEY in d.extras for d in demos)
@@ -99,17 +100,24 @@ def build_windows(demos: list[Demo], action_scale: float, history_len: int = 30,
         count = d.length - t0
         last.append(offset + torch.arange(t0 - skip, t0 - skip + count))
         first.append(torch.full((count,), offset))
-        labels.append(((target[t0:] - held[t0 - skip:]) / action_scale).clamp(-1.0, 1.0))
+        nexts.append(target[t0:])
         owner.append(torch.full((count,), k))
         group.append(torch.full((count,), groups[k]))
         offset += d.length - skip
     if not last:
         need = (1 if pad_start else history_len) + 1  # for demos without a start target
         raise ConfigError(f"no demonstration is longer than {need} steps: nothing to finetune on")
-    return Windows(torch.cat(entries), torch.cat(ends) if with_ends else None,
-                   torch.cat(touch) if with_touch else None, torch.cat(last),
-                   torch.cat(first), torch.cat(labels), torch.cat(owner), torch.cat(group),
-                   history_len)
+    entries_all, last_all, next_all = torch.cat(entries), torch.cat(last), torch.cat(nexts)
+    return Windows(entries_all, torch.cat(ends) if with_ends else None,
+                   torch.cat(touch) if with_touch else None, last_all, torch.cat(first),
+                   label(next_all, entries_all[last_all, 16:], action_scale), next_all,
+                   torch.cat(owner), torch.cat(group), history_len)
+
+
+def label(next_target: torch.Tensor, held: torch.Tensor, action_scale: float) -> torch.Tensor:
+    """The action that moves the held target to ``next_target``, in action units, clamped as
+    the controller clamps it: the label of a window whose newest entry holds ``held``."""
+    return ((next_target - held) / action_scale).clamp(-1.0, 1.0)
 
 
 def demo_weights(windows: Windows) -> torch.Tensor:
