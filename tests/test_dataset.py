@@ -71,6 +71,25 @@ def test_round_trip_penspin_order_in_hardware_order_on_disk(tmp_path):
                                             "finger_tip_pose"}
 
 
+def test_trajectory_id_and_start_target_are_group_attributes_in_file_order(tmp_path):
+    path = tmp_path / "real_data.h5"
+    qpos, target, tips = _demo(4)
+    start = (target[0] - 0.02).astype(np.float32)
+    append_demo(path, qpos, target, tips, trajectory_id=7, start_target=start)
+    append_demo(path, qpos, target, tips)  # a writer that knew neither (older files)
+    tagged, bare = load_demos(path)
+    assert tagged.trajectory_id == 7
+    np.testing.assert_array_equal(tagged.start_target, start)
+    assert bare.trajectory_id is None and bare.start_target is None
+    with h5py.File(path, "r") as f:  # datasets untouched: the original's readers still work
+        assert set(f["replay_demon_0"]) == {"qpos", "current_target_qpos", "action",
+                                            "finger_tip_pose"}
+        np.testing.assert_array_equal(f["replay_demon_0"].attrs["start_target"],
+                                      to_hardware(start))
+    with pytest.raises(DatasetError, match="start_target.*shape"):
+        append_demo(path, qpos, target, tips, start_target=start[:15])
+
+
 def test_explicit_index_and_existing_name_refused(tmp_path):
     path = tmp_path / "real_data.h5"
     assert append_demo(path, *_demo(2), index=7) == "replay_demon_7"

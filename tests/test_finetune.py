@@ -11,7 +11,13 @@ import pytest
 import torch
 
 from penspin.config import ConfigError
-from penspin.finetune.run import FinetuneConfig, Finetuner, load_start
+from penspin.finetune.run import (
+    FinetuneConfig,
+    Finetuner,
+    demo_trajectories,
+    load_start,
+    score_trials,
+)
 from penspin.finetune.windows import build_windows, demo_weights, split, trajectory_groups
 from penspin.replay.dataset import TOUCH_KEY, Demo, append_demo, load_demos
 from penspin.rl.checkpoint import load_checkpoint
@@ -119,7 +125,7 @@ def test_short_demos_are_skipped_and_all_short_is_an_error():
         build_windows([_stepped_demo(30, 0), _stepped_demo(5, 1)], SCALE, H, pad_start=False)
 
 
-# Padded windows (the default): one ending at every step t >= 1.
+# Padded windows (the default): one ending at every step t >= 1 (no start target).
 def test_padded_windows_end_at_every_step_and_repeat_the_first_entry():
     demo = _stepped_demo(45, seed=3, ends=True, touch=True)
     w = build_windows([demo], SCALE, H)
@@ -260,20 +266,46 @@ def test_start_windows_are_what_the_controller_feeds(tmp_path):
 
 
 def test_target_noise_relabels_towards_the_demos_absolute_target(tmp_path):
-    demos = [_smooth_demo(40, k) for k in range(2)]
-    cfg = _cfg(epochs=1, val_ratio=0.0, target_noise=0.01)
+    demos = [_stepped_demo(40, k) for k in range(2)]  # steps of up to 2 * SCALE: labels clamp
+    cfg = _cfg(epochs=1, val_ratio=0.0, target_noise=SCALE)
     model, task, _ = load_start(str(STUDENT), cfg)
     tuner = Finetuner(model, task, cfg, demos, tmp_path, str(STUDENT))
-    idx = torch.arange(8)
+    idx = torch.arange(len(tuner.windows))
     inputs, labels = tuner.windows.batch(idx)
     torch.manual_seed(0)
-    noisy, relabelled = tuner._perturb(inputs, labels)
+    noisy, relabelled = tuner._perturb(inputs, idx)
     shift = noisy["proprio_hist"][..., 16:] - inputs["proprio_hist"][..., 16:]
     assert shift.abs().max() > 0 and torch.allclose(shift, shift[:, :1].expand_as(shift), atol=1e-6)
     assert torch.equal(noisy["proprio_hist"][..., :16], inputs["proprio_hist"][..., :16])
-    # Label + shifted last target = the demo's next target, as before the shift.
-    want = (labels - shift[:, -1] / task.action_scale).clamp(-1, 1)
-    assert torch.allclose(relabelled, want, atol=1e-5)
+    assert torch.equal(noisy["obs"], noisy["proprio_hist"][:, -3:].flatten(1))
+    # The label moves the shifted held target to the demo's next absolute target (window k of
+    # demo d ends at step k + 1 and commands target[k + 1]), clamped once.
+    nxt = np.concatenate([d.target[1:] for d in demos])
+    held = shift[:, -1].numpy() + np.concatenate([d.target[:-1] for d in demos])
+    want = np.clip((nxt - held) / task.action_scale, -1, 1)
+    np.testing.assert_allclose(relabelled.numpy(), want, atol=1e-4)
+    # Not the clamped label shifted: that would keep a saturated step saturated too little.
+    shifted = (labels - shift[:, -1] / task.action_scale).clamp(-1, 1)
+    assert (shifted - relabelled).abs().max() > 0.2
+
+
+def test_start_target_is_what_replay_writes(tmp_path):
+    from penspin.replay.replay import _append
+    from penspin.robot.trial import TrialLog
+    from penspin.task.kinematics import FingertipFK
+
+    rng = np.random.default_rng(0)
+    log = TrialLog(rng.normal(0, 0.1, (2, 8, 16)).astype(np.float32),
+                   rng.normal(0, 0.1, (2, 8, 16)).astype(np.float32), steps=8)
+    start = rng.normal(0, 0.1, 16).astype(np.float32)
+    _append(tmp_path, log, 1, slice(0, 8), FingertipFK(), False, 4, start)
+    _append(tmp_path, log, 0, slice(3, 8), FingertipFK(), False, 9, start)
+    whole, late = load_demos(tmp_path)
+    assert (whole.trajectory_id, late.trajectory_id) == (4, 9)
+    np.testing.assert_allclose(whole.start_target, start, atol=1e-6)
+    # A demo kept from step 3 on held the command of step 2 before its first step.
+    np.testing.assert_allclose(late.start_target, log.target[0, 2], atol=1e-6)
+    np.testing.assert_allclose(late.target, log.target[0, 3:], atol=1e-6)
 
 
 def test_closed_loop_selection_keeps_the_best_scored_epoch_start_included(tmp_path):
@@ -288,6 +320,83 @@ def test_closed_loop_selection_keeps_the_best_scored_epoch_start_included(tmp_pa
     assert load_checkpoint(tmp_path / "best.pt")["counters"]["epoch"] == 4
     with pytest.raises(ConfigError, match="--trajectories"):
         Finetuner(model, task, cfg, demos, tmp_path, str(STUDENT))
+    # Epoch 0 is the starting student itself, even where the one that trains is refitted.
+    cfg = _cfg(epochs=2, select="proxy", renormalize=True)
+    model, task, _ = load_start(str(STUDENT), cfg)
+    sim_count = model.obs_rms.count.item()
+    scored = []
+    tuner = Finetuner(model, task, cfg, demos, tmp_path / "refit", str(STUDENT),
+                      scorer=lambda m: scored.append(m) or (5.0 if len(scored) == 1 else 1.0))
+    tuner.train()
+    assert scored[0] is tuner.start and scored[1] is model
+    best = load_checkpoint(tmp_path / "refit" / "best.pt")
+    assert best["counters"]["epoch"] == 0 and best["model"]["obs_rms.count"].item() == sim_count
+    assert model.obs_rms.count.item() != sim_count
+    # The reported evaluation's proxy seeds stay unseen.
+    for seed, trials in ((100, 16), (97, 4 * 64)):
+        with pytest.raises(ConfigError, match="reported"):
+            _cfg(select="proxy", select_seed=seed, select_trials=trials).check()
+    _cfg(select="proxy", select_seed=7).check()
+
+
+def test_score_trials_are_the_demos_trajectories_spread_evenly():
+    targets = np.random.default_rng(0).normal(0, 0.3, (6, 50, 16)).astype(np.float32)
+
+    def demo(k, length, tid=None):
+        return Demo(f"d{k}", targets[k, :length], targets[k, :length], targets[k, :length],
+                    np.zeros((length, 12), np.float32), trajectory_id=tid)
+
+    # Older files: matched by their targets (cut short by a drop, so only a prefix); ids win.
+    demos = [demo(4, 30), demo(1, 50), demo(4, 12), demo(0, 20, tid=5)]
+    ids = demo_trajectories(demos, targets)
+    assert ids.tolist() == [4, 1, 4, 5]
+    assert score_trials(ids, 6).tolist() == [1, 1, 4, 4, 5, 5]
+    assert score_trials(ids, 2).tolist() == [1, 4]
+    other = Demo("x", targets[0, :9] + 0.1, targets[0, :9] + 0.1, targets[0, :9],
+                 np.zeros((9, 12), np.float32))
+    with pytest.raises(ConfigError, match="none of the 6"):
+        demo_trajectories([other], targets)
+    with pytest.raises(ConfigError, match="none of the 6"):
+        demo_trajectories([demo(0, 9, tid=6)], targets)
+
+
+def test_update_normalizers_follows_the_real_windows(tmp_path):
+    demos = [_smooth_demo(40, k) for k in range(2)]
+    for flag in (False, True):
+        cfg = _cfg(epochs=2, val_ratio=0.0, update_normalizers=flag)
+        model, task, _ = load_start(str(STUDENT), cfg)
+        count, mean = model.obs_rms.count.item(), model.obs_rms.mean.clone()
+        tuner = Finetuner(model, task, cfg, demos, tmp_path, str(STUDENT))
+        tuner.train()
+        if not flag:
+            assert model.obs_rms.count.item() == count and torch.equal(model.obs_rms.mean, mean)
+            continue
+        # Every training window, once per epoch, merged into the simulation's statistics.
+        assert model.obs_rms.count.item() == pytest.approx(count + 2 * len(tuner.train_idx))
+        real = tuner.windows.batch(tuner.train_idx)[0]["obs"].mean(0)
+        assert (model.obs_rms.mean - real).abs().sum() < (mean - real).abs().sum()
+        # The frozen start keeps what simulation measured.
+        assert torch.equal(tuner.start.obs_rms.mean, mean)
+
+
+def test_dedup_weighs_every_trajectory_as_one_demo_in_the_loss(tmp_path):
+    base = _smooth_demo(40, 0)
+    demos = [_repeat(base, r) for r in range(3)] + [_smooth_demo(40, 1)]
+    losses = {}
+    for dedup in (True, False):
+        cfg = _cfg(val_ratio=0.0, dedup=dedup)
+        model, task, _ = load_start(str(STUDENT), cfg)
+        tuner = Finetuner(model, task, cfg, demos, tmp_path, str(STUDENT))
+        idx = torch.arange(len(tuner.windows))
+        inputs, labels = tuner.windows.batch(idx)
+        with torch.no_grad():
+            per = (model(inputs).clamp(-1, 1) - labels).abs().sum(-1)
+            losses[dedup] = tuner.loss(idx, False).item()
+        repeated = tuner.windows.group == tuner.windows.group[0]
+        assert repeated.sum() == 3 * 39
+        want = (per[repeated].mean() + per[~repeated].mean()) / 2 if dedup else per.mean()
+        assert losses[dedup] == pytest.approx(want.item(), rel=1e-5)
+    assert losses[True] != pytest.approx(losses[False], rel=1e-3)
 
 
 def test_anchor_to_the_start_labels_simulated_states_with_the_frozen_start(tmp_path):
@@ -302,6 +411,24 @@ def test_anchor_to_the_start_labels_simulated_states_with_the_frozen_start(tmp_p
     moved = any(not torch.equal(a, b) for a, b in zip(model.parameters(),
                                                       tuner.start.parameters(), strict=True))
     assert moved
+    with pytest.raises(ConfigError, match="anchor=start"):
+        _cfg(anchor_weight=0.5).check()
+
+
+def test_anchor_weight_pulls_the_actions_towards_the_starts(tmp_path):
+    demos = [_smooth_demo(40, k) for k in range(2)]
+    gaps = {}
+    for weight in (0.0, 50.0):
+        # sim_ratio=0: the L2 pull alone, no simulated samples collected.
+        cfg = _cfg(epochs=4, val_ratio=0.0, anchor="start", anchor_weight=weight, sim_ratio=0.0)
+        model, task, _ = load_start(str(STUDENT), cfg)
+        tuner = Finetuner(model, task, cfg, demos, tmp_path, str(STUDENT))
+        assert tuner.sim is None
+        tuner.train()
+        inputs, _ = tuner.windows.batch(tuner.train_idx)
+        with torch.no_grad():
+            gaps[weight] = (model(inputs) - tuner.start(inputs)).pow(2).sum(-1).mean().item()
+    assert gaps[50.0] < 0.5 * gaps[0.0], gaps
 
 
 # Finetuning -------------------------------------------------------------------------------------

@@ -1,11 +1,14 @@
 """``penspin finetune``: train a student further on successful replays (the paper's step 4).
 
 From a student checkpoint (or, for the "no pretrain" baseline, a fresh student), L1 on clamped
-actions over sliding windows of the demonstrations (optionally mixed with simulated oracle
-samples), a validation split by demonstration (real windows only), Adam,
-TensorBoard, and checkpoints that ``penspin eval`` and ``penspin export-student`` accept. The
-original's flags (``--num-epochs``, ``--real-batch-size``, ``--lr``, ``--val-ratio``,
-``--seed``) map onto ``train.*`` keys.
+actions over sliding windows of the demonstrations, each trajectory weighing as one demo however
+often it was replayed, a validation split by trajectory (real windows only), Adam, TensorBoard,
+and checkpoints that ``penspin eval`` and ``penspin export-student`` accept. Simulation keeps
+what it taught through an anchor to the frozen starting student (its states and actions, an L2
+pull) or, as before, an oracle's samples. best.pt is picked by validation L1 or, since L1 barely
+tracks how long a pen keeps turning, by closed-loop trials on the proxy at a seed the reported
+evaluation never uses. The original's flags (``--num-epochs``, ``--real-batch-size``, ``--lr``,
+``--val-ratio``, ``--seed``) map onto ``train.*`` keys.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ from penspin.robot.factory import RobotConfig
 from penspin.student.network import StudentActorCritic, StudentNetworkConfig
 from penspin.student.run_distill import student_env
 from penspin.task.config import TaskConfig
-
 
 # Proxy seeds of the reported evaluation (docs/real.md, scripts/step4.sh: 120 trials at
 # robot.proxy.seed=100, 64 a batch, so seeds 100 and 101): selection must never see them.
