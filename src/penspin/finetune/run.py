@@ -374,7 +374,10 @@ def main(args) -> None:
     writer = SummaryWriter(str(run_dir / "tb"))
     history = tuner.train(writer)
     writer.close()
-    print(f"validation L1 {history['val'][0]:.3f} -> {history['val'][-1]:.3f} "
-          f"(best {'score' if cfg.train.select == 'proxy' else 'L1'} {abs(tuner.best):.3f}) "
+    best = (f"best.pt: epoch {load_checkpoint(run_dir / 'best.pt')['counters']['epoch']}, "
+            + (f"{-tuner.best:.3f} rad/trial on proxy seed {cfg.train.select_seed} (start "
+               f"{history['score'][0][1]:.3f})" if cfg.train.select == "proxy"
+               else f"L1 {tuner.best:.3f}"))
+    print(f"validation L1 {history['val'][0]:.3f} -> {history['val'][-1]:.3f} ({best}) "
           f"in {time.perf_counter() - start:.0f} s; "
           f"checkpoints in {run_dir} (best.pt, last.pt)")
