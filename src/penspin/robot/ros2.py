@@ -196,11 +196,11 @@ class Ros2Robot(HandRobot):
         """Raise if the joint states (or the pen poses being judged) stopped coming."""
         if self._silent(time.monotonic()):
             # One spin runs one callback: after a slow stretch of our own (writing a demo, a
-            # slow step) states may be waiting in the queue. Take them in before judging.
-            for _ in range(4 * self.config.qos_depth):
+            # slow step) states may be waiting in the queue. Take them in (for at most one
+            # DRAIN_S, which bounds how late a dead driver is noticed) before judging.
+            until = time.monotonic() + DRAIN_S
+            while time.monotonic() < until and self._silent(time.monotonic()):
                 self._rclpy.spin_once(self._node, timeout_sec=0.0)
-                if not self._silent(time.monotonic()):
-                    break
         now = time.monotonic()
         if self._stamp is not None and now - self._stamp > self.config.silence_timeout:
             raise SafetyError(
@@ -383,6 +383,9 @@ class Ros2Robot(HandRobot):
         self._node = None
         if self._owns_context:
             self._rclpy.shutdown()
+
+
+DRAIN_S = 0.03  # s: the longest a silence check spends taking in queued messages
 
 
 def torch_of(x: np.ndarray):
