@@ -20,6 +20,11 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keys", action="store_true", help="list every config key and its default")
 
 
+def _add_robot(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--robot", default="proxy", choices=("proxy", "ros2"),
+                   help="proxy: the proxy-real MuJoCo world; ros2: a real Allegro hand")
+
+
 # Commands whose whole work is their module's ``main(args)``; imported only when run.
 MAINS = {
     "view": "penspin.viz.viewer",
@@ -163,8 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("replay", help="step 3b: replay trajectories on a robot, keep successes "
                                       "in real_data.h5")
-    p.add_argument("--robot", default="proxy", choices=("proxy", "ros2"),
-                   help="proxy: the proxy-real MuJoCo world; ros2: a real Allegro hand")
+    _add_robot(p)
     p.add_argument("--trajectories", default="",
                    help="file from penspin export-replay (required)")
     p.add_argument("--out-dir", default="real_data", help="folder for real_data.h5, videos, log")
@@ -195,8 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("excite", help="record chirps and steps on every joint (pen absent) "
                                       "for penspin calibrate")
-    p.add_argument("--robot", default="proxy", choices=("proxy", "ros2"),
-                   help="proxy: the proxy-real MuJoCo world; ros2: a real Allegro hand")
+    _add_robot(p)
     p.add_argument("--out-dir", default="excite_data", help="folder for excite_data.h5 and log")
     _add_overrides(p)
     p.set_defaults(func=_run_main)
