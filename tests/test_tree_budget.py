@@ -1,7 +1,7 @@
 """The tracked tree stays lean: code, docs, small figures and the checkpoints users run.
 
-Budget: 20 MB in all (README.md's promise to a cloner and to a GPU machine that receives at most
-64 MiB per call), no TensorBoard events and no full-state resume files (runs keep `curves.csv`).
+Budget: 20 MB in all (documented in docs/design.md, "The tracked tree"), no TensorBoard events
+and no full-state resume files (runs keep `curves.csv`).
 """
 
 import subprocess
