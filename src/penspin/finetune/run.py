@@ -345,31 +345,27 @@ def proxy_scorer(trajectories: str, demos: list[Demo], task: TaskConfig, cfg: Fi
     return score
 
 
-def main(args) -> None:
+def finetune(cfg: FinetuneRunConfig, run_dir: str | Path, real_dataset_folder: str,
+             checkpoint_path: str = "", trajectories: str = "") -> Path:
+    """Train the student ``checkpoint_path`` (empty: a fresh one) further on the demos in
+    ``real_dataset_folder`` (``trajectories`` feed ``train.select=proxy``); returns the run
+    folder."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from penspin.cli_support import resolve
-
-    flags = [f"train.{key}={getattr(args, flag)}" for flag, key in FLAG_KEYS.items()
-             if getattr(args, flag) is not None]
-    args.overrides = [*flags, *args.overrides]
-    cfg = resolve(FinetuneRunConfig(), args)
-    if cfg is None:
-        return
     torch.set_num_threads(2)
-    demos = load_demos(args.real_dataset_folder)
+    demos = load_demos(real_dataset_folder)
     if cfg.train.max_demos > 0:
         demos = demos[:cfg.train.max_demos]
-    model, task, _ = load_start(args.checkpoint_path, cfg.train)
-    run_dir = Path(args.run_dir)
+    model, task, _ = load_start(checkpoint_path, cfg.train)
+    run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    scorer = (proxy_scorer(args.trajectories, demos, task, cfg.train, cfg.robot)
-              if cfg.train.select == "proxy" and args.trajectories else None)
-    tuner = Finetuner(model, task, cfg.train, demos, run_dir, args.checkpoint_path, scorer)
+    scorer = (proxy_scorer(trajectories, demos, task, cfg.train, cfg.robot)
+              if cfg.train.select == "proxy" and trajectories else None)
+    tuner = Finetuner(model, task, cfg.train, demos, run_dir, checkpoint_path, scorer)
     used = int(torch.unique(tuner.windows.demo).numel())
     print(f"{used} of {len(demos)} demos long enough, {len(tuner.train_idx)} training and "
           f"{len(tuner.val_idx)} "
-          f"validation windows; starting from {args.checkpoint_path or 'a fresh student'}")
+          f"validation windows; starting from {checkpoint_path or 'a fresh student'}")
     start = time.perf_counter()
     writer = SummaryWriter(str(run_dir / "tb"))
     history = tuner.train(writer)
@@ -381,3 +377,17 @@ def main(args) -> None:
     print(f"validation L1 {history['val'][0]:.3f} -> {history['val'][-1]:.3f} ({best}) "
           f"in {time.perf_counter() - start:.0f} s; "
           f"checkpoints in {run_dir} (best.pt, last.pt)")
+    return run_dir
+
+
+def main(args) -> None:
+    from penspin.cli_support import resolve
+
+    # The original's flags (--num-epochs ...) are aliases of train.* keys; a key=value wins.
+    flags = [f"train.{key}={getattr(args, flag)}" for flag, key in FLAG_KEYS.items()
+             if getattr(args, flag) is not None]
+    args.overrides = [*flags, *args.overrides]
+    cfg = resolve(FinetuneRunConfig(), args)
+    if cfg is None:
+        return
+    finetune(cfg, args.run_dir, args.real_dataset_folder, args.checkpoint_path, args.trajectories)
