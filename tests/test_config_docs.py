@@ -8,7 +8,7 @@ from penspin.task.config import TaskConfig
 
 COMMANDS = [["train-oracle"], ["train-student"], ["train-student-rl"], ["finetune"],
             ["export-replay"], ["replay"], ["eval"], ["eval", "--robot", "proxy"], ["render"],
-            ["excite"], ["calibrate"], ["sim-hand"], ["grasps"]]
+            ["excite"], ["calibrate"], ["sim-hand"], ["grasps"], ["view"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)

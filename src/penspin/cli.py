@@ -17,7 +17,8 @@ from penspin.config import ConfigError, UserFacingError
 def _add_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. env.num_envs=64 (see --keys)")
-    p.add_argument("--keys", action="store_true", help="list every config key and its default")
+    p.add_argument("--keys", action="store_true",
+                   help="list every config key, its default and its doc")
 
 
 def _add_robot(p: argparse.ArgumentParser) -> None:
