@@ -24,15 +24,16 @@ from penspin.task.config import ObsConfig, RandomizationConfig, TaskConfig
 
 def fast_task() -> TaskConfig:
     """PenSpin's task with 50 pen points (not 100) and slippery and sticky pens drawn twice as
-    often: with ``fast_train`` it reaches 0.80 survival within an hour on 2 cores
-    (docs/oracle.md, "One hour on two cores")."""
+    often: with ``fast_train`` it learns to spin within an hour on 2 cores (docs/oracle.md,
+    "One hour on two cores")."""
     return TaskConfig(obs=ObsConfig(num_points=50),
                       randomization=RandomizationConfig(friction_dist="arcsine"))
 
 
 def fast_train() -> OracleTrainConfig:
     """PenSpin's PPO with 3 epochs per update (not 5) and the bounds loss on: with 50 points the
-    update costs ~0.5x the physics instead of ~1.45x, and the action mean stays in [-1, 1]."""
+    update costs well below the physics instead of above it (docs/benchmarks.md), and the action
+    mean stays in [-1, 1]."""
     return OracleTrainConfig(ppo=PPOConfig(mini_epochs=3, bounds_loss_coef=0.1))
 
 

@@ -190,8 +190,9 @@ class OracleActorCritic(GaussianActorCritic):
     def _forward(self, obs_dict: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (mu, normalised value).
 
-        With ``self.bf16`` the encoders and trunk run in bfloat16 (2x faster on CPUs with
-        bf16 instructions); the heads, hence action means, log-probs and values, stay float32.
+        With ``self.bf16`` the encoders and trunk run in bfloat16 (faster on CPUs with bf16
+        instructions, docs/benchmarks.md); the heads, hence action means, log-probs and values,
+        stay float32.
         """
         device = obs_dict["obs"].device.type
         with torch.autocast(device, dtype=torch.bfloat16, enabled=self.bf16):

@@ -25,9 +25,10 @@ class PPOConfig:
     horizon_length: int = 12  # control steps per env per rollout
     mini_epochs: int = 5  # passes over each rollout
     num_minibatches: int = 4  # minibatches per pass
-    # PenSpin starts at 5e-3; here the first update at that rate moves the policy by a KL of 1-4
-    # (40-200x the threshold) before the schedule can react, which undoes the hold-still
-    # initialisation. Starting at 5e-4 the schedule raises it within a few updates if it can.
+    # PenSpin starts at 5e-3; here the first update at that rate moves the policy by many times
+    # the KL threshold (docs/benchmarks.md) before the schedule can react, which undoes the
+    # hold-still initialisation. Starting at 5e-4 the schedule raises it within a few updates if
+    # it can.
     learning_rate: float = 5e-4
     lr_schedule: str = "adaptive"  # adaptive (KL-driven, per minibatch) or fixed
     kl_threshold: float = 0.02  # target KL of the adaptive schedule

@@ -137,9 +137,9 @@ class SceneCamera:
 
     Depth and mask come from casting one ray per pixel into the scene (``mj_multiRay``): the
     same image as OpenGL's depth and segmentation passes (the mask and all but edge depths agree
-    to float32 precision; tested), 9-13x faster than the three software-GL passes at 96x72
-    (``benchmarks/bench_replay.py``), and with no GL at all. Colour, wanted only for logs and
-    videos, is rendered with OpenGL on request.
+    to float32 precision; tested), several times faster than the three software-GL passes
+    (``benchmarks/bench_replay.py``, docs/benchmarks.md), and with no GL at all. Colour, wanted
+    only for logs and videos, is rendered with OpenGL on request.
 
     ``render`` takes any copy of ``model`` (per-env pen sizes included) that keeps its extent.
     """
