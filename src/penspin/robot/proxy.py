@@ -90,7 +90,7 @@ class ProxyConfig:
     reading_noise: float = 0.005  # rad, per-reading noise
     placement_pos: float = 0.004  # m, uniform error of the pen's placed position
     placement_yaw: float = 0.15  # rad, uniform error of the pen's placed yaw
-    hold_seconds: float = 0.5  # the hand holds its start targets while the pen settles
+    hold_seconds: float = 0.5  # s the hand holds its start targets while the pen settles
     touch_threshold: float = 0.05  # N
     seed: int = 0  # driver gains, reading offsets, placements per trial
 

@@ -66,15 +66,15 @@ class Ros2Config:
     control_hz: float = 18.0  # the original's real-world loop rate
     joint_order: str = "hardware"  # order on the topics: "hardware" (driver) or "penspin"
     node_name: str = "penspin_hand"  # this client's ROS 2 node
-    start_seconds: float = 3.0  # how long the move to the start pose takes
-    state_timeout: float = 5.0  # how long to wait for the driver's first joint state
+    start_seconds: float = 3.0  # s the move to the start pose takes
+    state_timeout: float = 5.0  # s to wait for the driver's first joint state
     qos_depth: int = 10  # history depth of the topics
-    # No joint state for this long once running: the driver is gone, stop commanding.
+    # s: no joint state for this long once running: the driver is gone, stop commanding.
     silence_timeout: float = 0.3
     # geometry_msgs/PoseStamped of the pen (world frame, a tracker or sim-hand): when set, trials
     # are judged from it as on the proxy instead of asking the person ("" : ask).
     pen_pose_topic: str = ""
-    pose_timeout: float = 1.0  # a pen pose older than this stops the trial
+    pose_timeout: float = 1.0  # s: a pen pose older than this stops the trial
     # When set, each trial's start state goes out here (std_msgs/String, JSON) for whoever places
     # the pen (sim-hand), and the trial starts on its reply on placed_topic instead of Enter.
     place_topic: str = ""

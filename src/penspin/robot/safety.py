@@ -27,11 +27,12 @@ class SafetyLimits:
 
     lower: tuple[float, ...] = tuple(JOINT_LOWER.tolist())  # rad per joint: targets clamped
     upper: tuple[float, ...] = tuple(JOINT_UPPER.tolist())  # rad per joint: targets clamped
-    # The most a target may move per command; the policy itself moves at most 1/24 rad a step.
+    # rad: the most a target may move per command; the policy itself moves at most 1/24 rad a step.
     max_step: float = 0.15
-    # How far outside the limits a reading may be (tracking error, calibration) before we abort.
+    # rad: how far outside the limits a reading may be (tracking error, calibration) before an
+    # abort.
     reading_margin: float = 0.2
-    # A reading older than this means the state stream stalled.
+    # s: a reading older than this means the state stream stalled.
     stale_after: float = 0.5
 
     def check(self) -> None:

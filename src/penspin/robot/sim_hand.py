@@ -61,7 +61,7 @@ class SimHandSettings:
     pen: str = "marker"  # the pen in the hand until a placement names one
     step_slack: float = 0.1  # rad past limits.max_step a command may move (see the docstring)
     qos_depth: int = 10  # history depth of the topics
-    seconds: float = 0.0  # exit after this long (0: until SIGINT/SIGTERM)
+    seconds: float = 0.0  # s: exit after this long (0: until SIGINT/SIGTERM)
     # Fault injection for tests: after `fault_after` steps following a placement, publish NaN
     # ("nan") or out-of-range ("range") joint states, or stop publishing while alive ("stall").
     fault: str = ""

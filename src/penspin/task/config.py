@@ -41,7 +41,7 @@ class RewardConfig:
 
 @dataclass(frozen=True)
 class TerminationConfig:
-    min_pen_height: float = 0.595  # pen centre below this: dropped
+    min_pen_height: float = 0.595  # m: pen centre below this: dropped
     min_end_height: float = 0.56  # m: a pen end below this: dropped
     max_end_height: float = 0.71  # m: a pen end above this: dropped
 
