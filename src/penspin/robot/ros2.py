@@ -57,6 +57,8 @@ def latched_qos(rclpy):
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
+DRAIN_S = 0.03  # s: the longest a silence check spends taking in queued messages
+
 @dataclass(frozen=True)
 class Ros2Config:
     command_topic: str = "/cmd_joint_states"  # joint targets out (the original's topic)
@@ -194,33 +196,35 @@ class Ros2Robot(HandRobot):
 
     def _check_alive(self) -> None:
         """Raise if the joint states (or the pen poses being judged) stopped coming."""
-        if self._silent(time.monotonic()):
+        if any(self._stale()):
             # One spin runs one callback: after a slow stretch of our own (writing a demo, a
             # slow step) states may be waiting in the queue. Take them in (for at most one
             # DRAIN_S, which bounds how late a dead driver is noticed) before judging.
             until = time.monotonic() + DRAIN_S
-            while time.monotonic() < until and self._silent(time.monotonic()):
+            while time.monotonic() < until and any(self._stale()):
                 self._rclpy.spin_once(self._node, timeout_sec=0.0)
+        state, pose = self._stale()
         now = time.monotonic()
-        if self._stamp is not None and now - self._stamp > self.config.silence_timeout:
+        if state:
             raise SafetyError(
                 f"no joint state on {self.config.state_topic} for {now - self._stamp:.2f} s"
                 f" (limit ros2.silence_timeout={self.config.silence_timeout} s), stopping: the"
                 " Allegro driver stopped publishing or died"
             )
-        if (self.has_pen_pose and self._pose_stamp is not None
-                and now - self._pose_stamp > self.config.pose_timeout):
+        if pose:
             raise SafetyError(
                 f"no pen pose on {self.config.pen_pose_topic} for {now - self._pose_stamp:.2f} s"
                 f" (limit ros2.pose_timeout={self.config.pose_timeout} s), stopping: the tracker"
                 " lost the pen or stopped"
             )
 
-    def _silent(self, now: float) -> bool:
-        stale_state = self._stamp is not None and now - self._stamp > self.config.silence_timeout
-        stale_pose = (self.has_pen_pose and self._pose_stamp is not None
-                      and now - self._pose_stamp > self.config.pose_timeout)
-        return stale_state or stale_pose
+    def _stale(self) -> tuple[bool, bool]:
+        """(joint states stale, judged pen poses stale), against their timeouts."""
+        now = time.monotonic()
+        state = self._stamp is not None and now - self._stamp > self.config.silence_timeout
+        pose = (self.has_pen_pose and self._pose_stamp is not None
+                and now - self._pose_stamp > self.config.pose_timeout)
+        return state, pose
 
     def _ask(self, prompt: str) -> str:
         try:
@@ -383,9 +387,6 @@ class Ros2Robot(HandRobot):
         self._node = None
         if self._owns_context:
             self._rclpy.shutdown()
-
-
-DRAIN_S = 0.03  # s: the longest a silence check spends taking in queued messages
 
 
 def torch_of(x: np.ndarray):
